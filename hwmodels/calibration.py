@@ -1,0 +1,221 @@
+"""Measured achievable fractions of each device, kept apart from its datasheet peaks.
+
+A calibration file ``hwmodels/data/calibration/<device>.toml`` holds published
+measurements (stream bandwidth, best GEMM, L2 bandwidth and latency, DRAM
+latency, launch overhead), each with its source and exact setting. The cost
+models read them as device-global parameters through :func:`calibration`.
+
+Where a device has no measurement of some quantity, the value falls back to the
+*median over the measured devices of the same vendor* of a hardware-normalised
+form of it (a fraction of peak, bytes per clock per SM, cycles, seconds). The
+fallback is marked as ``derived`` in the provenance and names the devices it
+came from, so a user sees which numbers are guesses.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
+
+from hwmodels.datafile import Source, Sourced, load_toml, read_sourced, read_sources
+from hwmodels.device import DTYPES, Device
+from hwmodels.errors import DataFileError
+
+DATA_DIR = resources.files("hwmodels") / "data" / "calibration"
+
+# (section, file key, Measurement field)
+_SCALARS = (
+    ("memory", "stream_gb_per_s", "stream_bytes_per_s"),
+    ("memory", "l2_bandwidth_gb_per_s", "l2_bytes_per_s"),
+    ("memory", "l2_latency_cycles", "l2_latency_cycles"),
+    ("memory", "dram_latency_cycles", "dram_latency_cycles"),
+    ("launch", "kernel_launch_us", "kernel_launch_s"),
+    ("launch", "graph_launch_us", "graph_launch_s"),
+)
+_SI = {"stream_gb_per_s": 1e9, "l2_bandwidth_gb_per_s": 1e9, "kernel_launch_us": 1e-6, "graph_launch_us": 1e-6}
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What a calibration file says about one device, in SI units; absent values are None."""
+
+    device: str
+    values: Mapping[str, float]
+    provenance: Mapping[str, Sourced]
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Device-global achievable figures used by every cost model.
+
+    ``hbm_fraction`` = measured stream bandwidth / datasheet bandwidth;
+    ``gemm_fraction[dtype]`` = best measured dense GEMM / datasheet peak.
+    """
+
+    device: str
+    hbm_fraction: float
+    gemm_fraction: Mapping[str, float]
+    l2_bytes_per_s: float | None
+    l2_latency_cycles: float | None
+    dram_latency_cycles: float | None
+    kernel_launch_s: float | None
+    graph_launch_s: float | None
+    provenance: Mapping[str, Sourced] = field(default_factory=dict, compare=False, repr=False)
+
+    def achievable_hbm_bytes_per_s(self, device: Device) -> float:
+        return self.hbm_fraction * device.hbm_bytes_per_s
+
+    def achievable_flops_per_s(self, device: Device, dtype: str) -> float:
+        return self.gemm_fraction[dtype] * device.peak(dtype)
+
+
+def parse_measurement(doc: dict[str, Any], path) -> Measurement:
+    sources = read_sources(doc, path)
+    if not isinstance(doc.get("device"), str):
+        raise DataFileError(path, "device", "missing: name the catalog device these measurements are of")
+    values: dict[str, float] = {}
+    provenance: dict[str, Sourced] = {}
+    for section, key, attr in _SCALARS:
+        table = doc.get(section, {})
+        s = read_sourced(table, key, path, sources, prefix=f"{section}.", required=False)
+        if s is not None:
+            values[attr] = s.value * _SI.get(key, 1.0)
+            provenance[attr] = s
+    gemm = doc.get("compute", {}).get("gemm_tflops", {})
+    for dtype in gemm:
+        if dtype not in DTYPES:
+            raise DataFileError(path, f"compute.gemm_tflops.{dtype}", f"unknown dtype; known: {', '.join(DTYPES)}")
+        s = read_sourced(gemm, dtype, path, sources, prefix="compute.gemm_tflops.")
+        values[f"gemm_flops_per_s.{dtype}"] = s.value * 1e12
+        provenance[f"gemm_flops_per_s.{dtype}"] = s
+    return Measurement(device=doc["device"], values=MappingProxyType(values), provenance=MappingProxyType(provenance))
+
+
+@lru_cache(maxsize=1)
+def measurements() -> Mapping[str, Measurement]:
+    """Every calibration file, keyed by the (canonical) device name it describes."""
+    from hwmodels.catalog import CATALOG
+
+    out = {}
+    for entry in sorted(DATA_DIR.iterdir(), key=lambda p: p.name):
+        if entry.name.endswith(".toml"):
+            with resources.as_file(entry) as path:
+                m = parse_measurement(load_toml(path), path)
+                if m.device not in CATALOG:
+                    raise DataFileError(path, "device", f"{m.device!r} is not in the device catalog")
+                out[CATALOG.get(m.device).name] = m
+    return MappingProxyType(out)
+
+
+# How each quantity is normalised by the hardware before taking a median across devices,
+# and how it is turned back into a value for a given device.
+_Normalise = Callable[[float, Device], float]
+_NORMALISED: dict[str, tuple[_Normalise, _Normalise, str]] = {
+    "hbm_fraction": (lambda v, d: v / d.hbm_bytes_per_s, lambda f, d: f, "stream bandwidth / datasheet bandwidth"),
+    "l2_bytes_per_s": (
+        lambda v, d: v / (d.sm_count * d.clock_hz),
+        lambda f, d: f * d.sm_count * d.clock_hz,
+        "L2 bytes per clock per SM",
+    ),
+    "l2_latency_cycles": (lambda v, d: v, lambda f, d: f, "cycles"),
+    "dram_latency_cycles": (lambda v, d: v, lambda f, d: f, "cycles"),
+    "kernel_launch_s": (lambda v, d: v, lambda f, d: f, "seconds"),
+    "graph_launch_s": (lambda v, d: v, lambda f, d: f, "seconds"),
+}
+_RAW = {"hbm_fraction": "stream_bytes_per_s"}
+
+
+def calibration(device: Device) -> Calibration:
+    """Achievable figures for ``device``: its own measurements, else same-vendor medians.
+
+    A what-if device derived from a catalog device inherits the base device's
+    measured *fractions* (its peaks may differ; see :mod:`hwmodels.whatif`).
+    """
+    from hwmodels.catalog import CATALOG
+
+    return _calibration(device, CATALOG.get(device.derived_from) if device.derived_from in CATALOG else None)
+
+
+def _calibration(device: Device, base: Device | None) -> Calibration:
+    if device.kind == "cpu":
+        return _host_calibration(device)
+    table = measurements()
+    own_name = device.name if device.name in table else (base.name if base is not None else None)
+    own = table.get(own_name) if own_name else None
+    catalog_of = _catalog_devices()
+    out: dict[str, Any] = {}
+    provenance: dict[str, Sourced] = {}
+
+    for quantity, (normalise, denormalise, unit) in _NORMALISED.items():
+        raw_key = _RAW.get(quantity, quantity)
+        if own is not None and raw_key in own.values:
+            ref = catalog_of[own.device]
+            out[quantity] = denormalise(normalise(own.values[raw_key], ref), device)
+            provenance[quantity] = own.provenance[raw_key]
+        else:
+            out[quantity], provenance[quantity] = _fallback(device, raw_key, normalise, denormalise, unit, catalog_of)
+
+    gemm: dict[str, float] = {}
+    for dtype in device.dtypes:
+        key = f"gemm_flops_per_s.{dtype}"
+        peak = lambda v, d, dtype=dtype: v / d.peak(dtype)  # noqa: E731
+        if own is not None and key in own.values:
+            gemm[dtype] = own.values[key] / catalog_of[own.device].peak(dtype)
+            provenance[f"gemm_fraction.{dtype}"] = own.provenance[key]
+        else:
+            gemm[dtype], provenance[f"gemm_fraction.{dtype}"] = _fallback(
+                device, key, peak, lambda f, d: f, f"fraction of {dtype} peak", catalog_of, dtype=dtype
+            )
+    return Calibration(device=device.name, gemm_fraction=MappingProxyType(gemm), provenance=MappingProxyType(provenance), **out)
+
+
+def _catalog_devices() -> dict[str, Device]:
+    from hwmodels.catalog import CATALOG
+
+    return {d.name: d for d in CATALOG}
+
+
+def _fallback(device, raw_key, normalise, denormalise, unit, catalog_of, dtype=None) -> tuple[float, Sourced]:
+    """Median of the normalised measurements of same-vendor devices (all devices if none)."""
+    rows = []
+    for name, m in measurements().items():
+        ref = catalog_of[name]
+        if raw_key in m.values and (dtype is None or dtype in ref.peak_flops_per_s):
+            if ref.kind == device.kind:
+                rows.append((ref.vendor == device.vendor, name, normalise(m.values[raw_key], ref)))
+    same_vendor = [r for r in rows if r[0]]
+    used = same_vendor or rows
+    if not used:
+        raise DataFileError(DATA_DIR, raw_key, "no device has this measurement; a fallback needs at least one")
+    value = statistics.median(r[2] for r in used)
+    names = ", ".join(r[1] for r in used)
+    scope = f"{device.vendor} devices" if same_vendor else "all devices"
+    source = Source(
+        key="fallback",
+        url="kernelab:hwmodels/calibration.py",
+        kind="derived",
+        title=f"median {unit} over measured {scope}: {names}",
+    )
+    return denormalise(value, device), Sourced(value=value, source=source, note=f"no measurement of {device.name}")
+
+
+def _host_calibration(device: Device) -> Calibration:
+    """The host's ceilings are themselves measured by its probe, so they are achievable as they stand."""
+    probe = Source(key="host-probe", url="kernelab:hwmodels/host.py", kind="measured", title="host ceilings are probe measurements")
+    ones = {d: 1.0 for d in device.dtypes}
+    provenance = {"hbm_fraction": Sourced(1.0, probe), **{f"gemm_fraction.{d}": Sourced(1.0, probe) for d in ones}}
+    return Calibration(
+        device=device.name,
+        hbm_fraction=1.0,
+        gemm_fraction=MappingProxyType(ones),
+        l2_bytes_per_s=None,
+        l2_latency_cycles=None,
+        dram_latency_cycles=None,
+        kernel_launch_s=None,
+        graph_launch_s=None,
+        provenance=MappingProxyType(provenance),
+    )
