@@ -29,7 +29,7 @@ class Registry(Generic[T]):
             index: dict[str, str] = {}
             for name, (entry, aliases) in self._loader().items():
                 for key in (name, *aliases):
-                    if key.lower() in index:
+                    if index.get(key.lower(), name) != name:
                         raise KernelabError(
                             f"{self.kind} name {key!r} is used twice "
                             f"({index[key.lower()]!r} and {name!r})"

@@ -1,0 +1,166 @@
+"""``kernelab``: a thin command line over the Python API.
+
+Every command prints a rich table for people, or JSON with ``--json``; bad
+input exits with status 2 and a one-line message that says what to change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+import hwmodels as hw
+from hwmodels.describe import device_detail, device_summary
+from hwmodels.units import format_si
+
+DEFAULT_DEVICE = "H100-SXM"
+DEFAULT_MODEL = "Llama-2-7B"
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def cmd_devices(args: argparse.Namespace, console: Console) -> int:
+    devices = [hw.get_device(n) for n in hw.device_names(include_host=not args.no_host)]
+    if args.json:
+        _print_json([device_summary(d) for d in devices])
+        return 0
+    table = Table(title="kernelab device catalog (dense peaks, datasheet figures)")
+    for col in ("name", "arch", "SMs", "clock", "bf16 peak", "fp8 peak", "memory", "bandwidth", "L2", "link", "TDP"):
+        table.add_column(col, justify="left" if col in ("name", "arch") else "right")
+    for d in devices:
+        peak = lambda dt: format_si(d.peak_flops_per_s[dt], "FLOP/s") if dt in d.peak_flops_per_s else "–"  # noqa: E731
+        table.add_row(
+            d.name,
+            d.architecture,
+            str(d.sm_count),
+            format_si(d.clock_hz, "Hz"),
+            peak("bf16") if "bf16" in d.peak_flops_per_s else peak("fp32"),
+            peak("fp8"),
+            f"{format_si(d.memory_bytes, 'B')} {d.memory_type}",
+            format_si(d.hbm_bytes_per_s, "B/s"),
+            format_si(d.l2_bytes, "B") if d.l2_bytes else "–",
+            f"{d.link_name} {format_si(d.link_bytes_per_s, 'B/s')}" if d.link_bytes_per_s else (d.link_name or "–"),
+            format_si(d.tdp_w, "W") if d.tdp_w else "–",
+        )
+    console.print(table)
+    return 0
+
+
+def cmd_device(args: argparse.Namespace, console: Console) -> int:
+    d = hw.get_device(args.name)
+    detail = device_detail(d)
+    if args.json:
+        _print_json(detail)
+        return 0
+    console.print(f"[bold]{d.name}[/bold]  {d.vendor} {d.architecture} {d.compute_capability}  {d.description}")
+    for title, rows in (("specification", detail["fields"]), ("calibration (achievable)", detail["calibration"])):
+        table = Table(title=title)
+        for col in ("field", "value", "kind", "source", "note"):
+            table.add_column(col, overflow="fold")
+        for name, rec in rows.items():
+            table.add_row(
+                name,
+                format_si(rec["value"], rec["unit"]) if rec["unit"] not in ("fraction",) else f"{rec['value']:.3f}",
+                rec.get("source_kind", ""),
+                rec.get("source", ""),
+                rec.get("note", "") or rec.get("source_title", ""),
+            )
+        console.print(table)
+    return 0
+
+
+def cmd_roofline(args: argparse.Namespace, console: Console) -> int:
+    from hwmodels.plot import roofline_figure, write_figure
+
+    devices = [hw.get_device(n) for n in (args.device or [DEFAULT_DEVICE])]
+    ops = []
+    if args.model:
+        from sim import get_model, step_operations
+
+        ops = step_operations(get_model(args.model), args.step, args.batch, args.context, dtype=args.dtype)
+    fig = roofline_figure(devices, ops, dtype=args.dtype, calibrated=args.calibrated)
+    write_figure(fig, args.output)
+    if args.json:
+        placements = [hw.place(op, hw.roofline(d, args.dtype, args.calibrated)).as_dict() for d in devices for op in ops]
+        rooflines = []
+        for d in devices:
+            rf = hw.roofline(d, args.dtype, args.calibrated)
+            rooflines.append(
+                {
+                    "device": d.name,
+                    "dtype": rf.dtype,
+                    "peak_flops_per_s": rf.peak_flops_per_s,
+                    "ceilings": [
+                        {"level": c.level, "bytes_per_s": c.bytes_per_s, "ridge_flops_per_byte": rf.ridge_point(c.level), "source_kind": c.source_kind}
+                        for c in rf.ceilings
+                    ],
+                }
+            )
+        _print_json({"output": str(args.output), "rooflines": rooflines, "operations": placements})
+    else:
+        console.print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace, console: Console) -> int:
+    from kernelab.report import write_report
+
+    path = write_report(args.output, device=args.device, model=args.model, dtype=args.dtype)
+    console.print(f"wrote {path} (open it in a browser)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kernelab", description="GPU cost models and kernel lab for LLM inference.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("devices", help="list the device catalog")
+    s.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    s.add_argument("--no-host", action="store_true", help="leave out the host CPU (skips its probe)")
+    s.set_defaults(func=cmd_devices)
+
+    s = sub.add_parser("device", help="every field of one device, with sources")
+    s.add_argument("name", help="catalog name (case-insensitive), host-cpu, or a device/what-if TOML file")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_device)
+
+    s = sub.add_parser("roofline", help="draw rooflines of one or more devices")
+    s.add_argument("--device", action="append", help="device name or TOML file (repeat for several)")
+    s.add_argument("-o", "--output", type=Path, required=True, help="FILE.html (or .png/.svg with a Chromium)")
+    s.add_argument("--dtype", default="bf16")
+    s.add_argument("--calibrated", action="store_true", help="achievable ceilings instead of datasheet peaks")
+    s.add_argument("--model", help="place a step's operations of this model on the plot")
+    s.add_argument("--step", choices=("prefill", "decode"), default="decode")
+    s.add_argument("--batch", type=int, default=1)
+    s.add_argument("--context", type=int, default=4096)
+    s.add_argument("--json", action="store_true", help="also print the ceilings and placements as JSON")
+    s.set_defaults(func=cmd_roofline)
+
+    s = sub.add_parser("report", help="write an HTML report on the built-in defaults")
+    s.add_argument("-o", "--output", type=Path, default=Path("kernelab-report.html"))
+    s.add_argument("--device", default=DEFAULT_DEVICE)
+    s.add_argument("--model", default=DEFAULT_MODEL)
+    s.add_argument("--dtype", default="bf16")
+    s.set_defaults(func=cmd_report)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console()
+    try:
+        return args.func(args, console)
+    except hw.KernelabError as exc:
+        print(f"kernelab: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
