@@ -1,0 +1,104 @@
+"""The kernelab command line: every command, with --json parsed."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import hwmodels as hw
+from kernelab.cli import main
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+def run_json(capsys, *argv):
+    assert main(list(argv)) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_devices_json_lists_the_whole_catalog_and_the_host(capsys):
+    rows = run_json(capsys, "devices", "--json")
+    names = [r["name"] for r in rows]
+    assert names == hw.CATALOG.names() + ["host-cpu"]
+    h100 = rows[names.index("H100-SXM")]
+    assert h100["peak_flops_per_s"]["bf16"] == pytest.approx(989.4e12)
+    assert h100["hbm_bytes_per_s"] == pytest.approx(3.35e12)
+
+
+def test_devices_table_prints_every_name(capsys):
+    assert main(["devices", "--no-host"]) == 0
+    out = capsys.readouterr().out
+    for name in hw.CATALOG.names():
+        assert name[:10] in out
+
+
+@pytest.mark.parametrize("name", ["h100-sxm", "H100", "mi300x"])
+def test_device_json_gives_every_field_with_a_source(capsys, name):
+    rec = run_json(capsys, "device", name, "--json")
+    assert rec["name"] == hw.get_device(name).name
+    for field, entry in rec["fields"].items():
+        assert entry["value"] > 0, field
+        if field != "smem_bytes_per_s":
+            assert entry["source"].startswith("http"), field
+            assert entry["source_kind"] in ("datasheet", "documentation", "derived", "measured"), field
+    assert 0 < rec["calibration"]["hbm_fraction"]["value"] <= 1
+
+
+def test_device_table_shows_sources(capsys):
+    assert main(["device", "A100-SXM-80GB"]) == 0
+    out = capsys.readouterr().out
+    assert "hbm_bytes_per_s" in out and "http" in out
+
+
+def test_unknown_device_suggests_the_closest_names(capsys):
+    assert main(["device", "H100-SX"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown device 'H100-SX'" in err and "'H100-SXM'" in err
+
+
+def test_roofline_writes_html_and_reports_ridges(capsys, tmp_path):
+    out = tmp_path / "r.html"
+    rec = run_json(capsys, "roofline", "--device", "A100-SXM-80GB", "--device", "h100-sxm", "-o", str(out), "--json")
+    assert out.stat().st_size > 10_000
+    assert [r["device"] for r in rec["rooflines"]] == ["A100-SXM-80GB", "H100-SXM"]
+    h100 = rec["rooflines"][1]
+    hbm = next(c for c in h100["ceilings"] if c["level"] == "hbm")
+    assert hbm["ridge_flops_per_byte"] == pytest.approx(989.4e12 / 3.35e12)
+
+
+def test_roofline_places_a_models_step(capsys, tmp_path):
+    rec = run_json(
+        capsys, "roofline", "--device", "H100-SXM", "--model", "llama-2-7b", "--batch", "1", "-o", str(tmp_path / "r.html"), "--json"
+    )
+    ops = {o["name"].split(" ")[0]: o for o in rec["operations"]}
+    assert ops["mlp_up"]["bound"] == "memory"
+    assert ops["attention"]["level"] == "hbm"
+
+
+def test_roofline_with_a_whatif_file(capsys, tmp_path):
+    path = tmp_path / "w.toml"
+    path.write_text('name = "H100-2xHBM"\nbase = "H100-SXM"\n[scale]\nhbm_bytes_per_s = 2\n')
+    rec = run_json(capsys, "roofline", "--device", str(path), "-o", str(tmp_path / "r.html"), "--json")
+    hbm = next(c for c in rec["rooflines"][0]["ceilings"] if c["level"] == "hbm")
+    assert hbm["bytes_per_s"] == pytest.approx(6.7e12)
+
+
+def test_report_writes_a_page_with_the_roofline_and_the_operations(capsys, tmp_path):
+    out = tmp_path / "report.html"
+    assert main(["report", "-o", str(out)]) == 0
+    page = out.read_text()
+    assert "H100-SXM" in page and "Llama-2-7B" in page
+    assert "Plotly.newPlot" in page and "mlp_down" in page
+
+
+def test_console_script_is_installed():
+    exe = shutil.which("kernelab")
+    cmd = [exe] if exe else [sys.executable, "-m", "kernelab.cli"]
+    done = subprocess.run([*cmd, "device", "nope-gpu"], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "unknown device 'nope-gpu'" in done.stderr
