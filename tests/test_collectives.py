@@ -8,7 +8,7 @@ bus bandwidths (>= 256 MiB, plus the 3-node HDR row whose largest size already
 sits on its plateau) must be within 15%; the rows the model misses are marked
 ``xfail(strict=True)`` with the reason. Small-message latencies must be within
 2x. Mid-size rows and copy-engine point-to-point rows are recorded, not
-asserted. Run this file directly to print the predicted-vs-measured table.
+asserted. ``PYTHONPATH=. python tests/test_collectives.py`` prints the predicted-vs-measured table.
 """
 
 from __future__ import annotations
