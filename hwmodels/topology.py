@@ -219,3 +219,29 @@ def pcie_box(pcie_gen: int, n_gpus: int) -> Topology:
 def cluster(node: Topology, n_nodes: int, nic: Link | str, nics_per_node: int) -> Cluster:
     """``n_nodes`` copies of ``node`` on a non-blocking network, ``nics_per_node`` NICs each."""
     return Cluster(node, n_nodes, get_link(nic), nics_per_node)
+
+
+def device_node(device, n_gpus: int, *, kind: str | None = None) -> Topology:
+    """The usual node of ``n_gpus`` catalog devices, wired as their links suggest.
+
+    ``kind=None`` picks: NVLink parts on an NVSwitch (HGX/DGX; NVLS where the
+    generation has it), xGMI parts as a full mesh (MI300X platforms wire all 8
+    GPUs pairwise), anything else over PCIe. ``kind`` may force "switch",
+    "full_mesh", "ring" or "pcie".
+    """
+    has_link = device.link_name is not None and device.link_count is not None
+    if kind is None:
+        if not has_link:
+            kind = "pcie"
+        else:
+            kind = {"nvlink": "switch", "xgmi": "full_mesh"}.get(get_link(device.link_name).kind, "switch")
+    if kind == "pcie":
+        if device.pcie_gen is None:
+            raise InvalidValueError(f"{device.name} has no PCIe generation in the catalog")
+        return pcie_box(device.pcie_gen, n_gpus)
+    if not has_link:
+        raise InvalidValueError(f"{device.name} has no GPU-to-GPU link in the catalog; use kind='pcie'")
+    builders = {"switch": switch, "full_mesh": full_mesh, "ring": ring}
+    if kind not in builders:
+        raise InvalidValueError(f"unknown node kind {kind!r}; known: pcie, {', '.join(builders)}")
+    return builders[kind](device.link_name, n_gpus, device.link_count, name=f"{n_gpus}x{device.name} {kind} {device.link_name}")

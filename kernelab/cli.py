@@ -109,6 +109,65 @@ def cmd_roofline(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+_SIZE_SUFFIXES = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9,
+                  "kib": 2**10, "mib": 2**20, "gib": 2**30}
+
+
+def parse_size(text: str) -> float:
+    """``'256MiB'`` -> 268435456; decimal (kB, MB, GB) and binary (KiB, MiB, GiB) suffixes."""
+    t = text.strip().lower()
+    number = t.rstrip("abcdefghijklmnopqrstuvwxyz")
+    suffix = t[len(number):]
+    try:
+        value = float(number) * _SIZE_SUFFIXES[suffix]
+    except (ValueError, KeyError):
+        raise hw.InvalidValueError(f"cannot read message size {text!r}; write e.g. 4, 1MiB, 256MiB, 1GiB or 1e9") from None
+    if value < 0:
+        raise hw.InvalidValueError(f"message size must be non-negative, got {text!r}")
+    return value
+
+
+def cmd_collective(args: argparse.Namespace, console: Console) -> int:
+    import numpy as np
+
+    device = hw.get_device(args.device)
+    if args.gpus < 1 or args.nodes < 1:
+        raise hw.InvalidValueError("--gpus and --nodes must be at least 1")
+    topo = hw.device_node(device, args.gpus, kind=args.topology)
+    if args.nodes > 1:
+        topo = hw.cluster(topo, args.nodes, args.nic, args.nics_per_node or args.gpus)
+    sizes = np.array([parse_size(x) for x in args.bytes.split(",")])
+    cost = hw.collective_time(args.op, sizes, topo, algorithm=args.algorithm)
+    rows = [
+        {
+            "message_bytes": float(cost.message_bytes[i]),
+            "time_s": float(cost.time_s[i]),
+            "latency_s": float(cost.latency_s[i]),
+            "bandwidth_time_s": float(cost.bandwidth_time_s[i]),
+            "algorithm": str(cost.algorithm[i]),
+            "protocol": str(cost.protocol[i]),
+            "algbw_bytes_per_s": float(cost.algbw_bytes_per_s[i]),
+            "busbw_bytes_per_s": float(cost.busbw_bytes_per_s[i]),
+            "bound_by": str(cost.bound_by[i]),
+        }
+        for i in range(len(sizes))
+    ]
+    if args.json:
+        _print_json({"op": cost.op, "n_gpus": cost.n_gpus, "topology": cost.topology, "results": rows})
+        return 0
+    table = Table(title=f"{cost.op} on {cost.topology} ({cost.n_gpus} GPUs), nccl-tests conventions")
+    for col in ("size", "time", "latency", "algorithm", "algbw", "busbw", "bound by"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(
+            format_si(r["message_bytes"], "B"), format_si(r["time_s"], "s"), format_si(r["latency_s"], "s"),
+            f"{r['algorithm']}/{r['protocol']}", format_si(r["algbw_bytes_per_s"], "B/s"),
+            format_si(r["busbw_bytes_per_s"], "B/s"), r["bound_by"],
+        )
+    console.print(table)
+    return 0
+
+
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
     from kernelab.report import write_report
 
@@ -143,6 +202,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="also print the ceilings and placements as JSON")
     s.set_defaults(func=cmd_roofline)
 
+    s = sub.add_parser("collective", help="predict a collective's time, algbw and busbw")
+    s.add_argument("op", help="all_reduce, all_gather, reduce_scatter, all_to_all, sendrecv, sendrecv_bidirectional")
+    s.add_argument("--device", default=DEFAULT_DEVICE)
+    s.add_argument("--gpus", type=int, default=8, help="GPUs per node")
+    s.add_argument("--nodes", type=int, default=1)
+    s.add_argument("--topology", choices=("switch", "full_mesh", "ring", "pcie"), help="node wiring (default: from the device's link)")
+    s.add_argument("--nic", default="ib-ndr", help="inter-node link, e.g. ib-hdr, ib-ndr, eth-400g")
+    s.add_argument("--nics-per-node", type=int, help="default: one per GPU")
+    s.add_argument("--algorithm", default="auto", help="auto, ring, tree, nvls, hierarchical")
+    s.add_argument("--bytes", default="1MiB,16MiB,256MiB,1GiB", help="comma-separated message sizes")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_collective)
+
     s = sub.add_parser("report", help="write an HTML report on the built-in defaults")
     s.add_argument("-o", "--output", type=Path, default=Path("kernelab-report.html"))
     s.add_argument("--device", default=DEFAULT_DEVICE)
@@ -154,7 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    console = Console()
+    # Rich wraps at 80 columns when not writing to a terminal; tables of sources need more.
+    console = Console(width=None if sys.stdout.isatty() else 200)
     try:
         return args.func(args, console)
     except hw.KernelabError as exc:

@@ -88,6 +88,36 @@ def test_roofline_with_a_whatif_file(capsys, tmp_path):
     assert hbm["bytes_per_s"] == pytest.approx(6.7e12)
 
 
+def test_collective_json_gives_nccl_tests_figures(capsys):
+    rec = run_json(capsys, "collective", "all_reduce", "--device", "H100-SXM", "--gpus", "8", "--bytes", "4,1GiB", "--json")
+    assert rec["n_gpus"] == 8
+    small, large = rec["results"]
+    assert small["message_bytes"] == 4 and large["message_bytes"] == 2**30
+    assert large["busbw_bytes_per_s"] == pytest.approx(large["algbw_bytes_per_s"] * 2 * 7 / 8)
+    assert large["algorithm"] == "nvls"
+    assert small["time_s"] == pytest.approx(small["latency_s"], rel=1e-3)
+
+
+def test_collective_across_nodes_is_bound_by_the_nics(capsys):
+    rec = run_json(capsys, "collective", "all_reduce", "--device", "A100", "--nodes", "4", "--nic", "ib-hdr", "--bytes", "8GiB", "--json")
+    assert rec["n_gpus"] == 32
+    assert "ib-hdr" in rec["results"][0]["bound_by"]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["collective", "all_redce"], "did you mean 'all_reduce'"),
+        (["collective", "all_reduce", "--bytes", "1QB"], "cannot read message size"),
+        (["collective", "all_reduce", "--gpus", "0"], "at least 1"),
+        (["collective", "all_reduce", "--nic", "ib-ndx", "--nodes", "2"], "did you mean"),
+    ],
+)
+def test_collective_bad_input_is_explained(capsys, argv, message):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
 def test_report_writes_a_page_with_the_roofline_and_the_operations(capsys, tmp_path):
     out = tmp_path / "report.html"
     assert main(["report", "-o", str(out)]) == 0
