@@ -128,7 +128,7 @@ def roofline_figure(
     point_y = [p.attainable_flops_per_s for p in placements]
     x_lo, x_hi = _decade_range([*ridges, *point_x], pad_lo=2.0, pad_hi=4.0, lo_at_most=1.0)
 
-    labelled, text_pos = _label_layout(placements, [rf.device.name for rf in rfs])
+    label_of, text_pos = _label_layout(placements, several_devices=len(rfs) > 1)
 
     fig = go.Figure()
     for i, rf in enumerate(rfs):
@@ -202,7 +202,7 @@ def roofline_figure(
                     y=[p.attainable_flops_per_s for p in mine],
                     mode="markers+text",
                     name="operations",
-                    text=[p.operation.name if show else "" for p, show in zip(mine, labelled[name])],
+                    text=[label_of[id(p)] for p in mine],
                     textposition=[text_pos[id(p)] for p in mine],
                     textfont=dict(color=colour if len(rfs) == 1 else "#333", size=11),
                     marker=dict(
@@ -300,35 +300,46 @@ def _placements(ops: list, rfs: list[Roofline], dtype: str, calibrated: bool) ->
     return out
 
 
-_TEXT_POSITIONS = ("top center", "bottom center", "middle right", "middle left", "top right", "bottom right")
+_TEXT_POSITIONS = ("top center", "bottom center")
+_CLUSTER = 0.3  # decades: labels of points closer than this in x and y would overlap
 
 
-def _label_layout(placements: list[Placement], devices: list[str]) -> tuple[dict[str, list[bool]], dict[int, str]]:
-    """Which points carry their name, and where the name goes.
+def _label_layout(placements: list[Placement], several_devices: bool) -> tuple[dict[int, str], dict[int, str]]:
+    """The label text and its position for each point (keyed by ``id`` of the placement).
 
     An operation sits at the same intensity on every device, so with several
     devices only its highest point is labelled (the others are told apart by
-    colour and hover). Labels of points closer than about a third of a
-    decade to an earlier label take the next free position around the marker.
+    colour, marker symbol and hover). Two labelled points close together get
+    their names above and below; three or more get one label listing all
+    their names, to the right of the first (the memory-bound region below the
+    roofs is empty there).
     """
     best: dict[str, Placement] = {}
     for p in placements:
         name = p.operation.name
         if name not in best or p.attainable_flops_per_s > best[name].attainable_flops_per_s:
             best[name] = p
-    shown = {id(p) for p in best.values()} if len(devices) > 1 else {id(p) for p in placements}
-    labelled = {d: [id(p) in shown for p in placements if p.device == d] for d in devices}
-    positions: dict[int, str] = {}
-    placed: list[tuple[float, float]] = []
-    for p in placements:
-        x, y = math.log10(p.intensity["hbm"]), math.log10(max(p.attainable_flops_per_s, 1e-300))
-        if id(p) in shown:
-            near = sum(1 for px, py in placed if abs(px - x) < 0.3 and abs(py - y) < 0.3)
-            placed.append((x, y))
+    shown = list(best.values()) if several_devices else placements
+    clusters: list[tuple[float, float, list[Placement]]] = []
+    for p in shown:
+        x, y = math.log10(p.intensity["hbm"]), math.log10(p.attainable_flops_per_s)
+        for cx, cy, members in clusters:
+            if abs(cx - x) < _CLUSTER and abs(cy - y) < _CLUSTER:
+                members.append(p)
+                break
         else:
-            near = 0
-        positions[id(p)] = _TEXT_POSITIONS[near % len(_TEXT_POSITIONS)]
-    return labelled, positions
+            clusters.append((x, y, [p]))
+    texts = {id(p): "" for p in placements}
+    positions = {id(p): _TEXT_POSITIONS[0] for p in placements}
+    for _, _, members in clusters:
+        if len(members) <= len(_TEXT_POSITIONS):
+            for p, pos in zip(members, _TEXT_POSITIONS):
+                texts[id(p)], positions[id(p)] = p.operation.name, pos
+        else:
+            names = list(dict.fromkeys(p.operation.name for p in members))
+            texts[id(members[0])] = "<br>".join(names)
+            positions[id(members[0])] = "middle right"
+    return texts, positions
 
 
 def _placement_hover(p: Placement) -> str:

@@ -93,6 +93,15 @@ def test_several_devices_get_a_colour_and_legend_group_each(h100, fast_h100):
     assert sorted(labels) == sorted(op.name for op in OPS)
 
 
+def test_crowded_points_share_one_label():
+    crowd = [Operation.gemm(f"proj {i}", 1, 4096, 4096 + 64 * i) for i in range(4)]  # all at ~1 FLOP/B
+    (t,) = traces(roofline_figure(H100, [*crowd, OPS[2]]), "operations")
+    assert t.text[0] == "<br>".join(op.name for op in crowd) and t.textposition[0] == "middle right"
+    assert list(t.text[1:4]) == ["", "", ""]
+    assert t.text[4] == OPS[2].name
+    assert all(op.name in h for op, h in zip(crowd, t.hovertext)), "every point keeps its own hover"
+
+
 def test_points_are_the_placements(h100, fast_h100):
     devices = [h100, fast_h100]
     fig = roofline_figure(devices, OPS)
