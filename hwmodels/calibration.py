@@ -160,17 +160,46 @@ def _calibration(device: Device, base: Device | None) -> Calibration:
             out[quantity], provenance[quantity] = _fallback(device, raw_key, normalise, denormalise, unit, catalog_of)
 
     gemm: dict[str, float] = {}
+    unmeasured = []
     for dtype in device.dtypes:
         key = f"gemm_flops_per_s.{dtype}"
-        peak = lambda v, d, dtype=dtype: v / d.peak(dtype)  # noqa: E731
         if own is not None and key in own.values:
             gemm[dtype] = own.values[key] / catalog_of[own.device].peak(dtype)
             provenance[f"gemm_fraction.{dtype}"] = own.provenance[key]
-        else:
+        elif _measured_anywhere(key):
             gemm[dtype], provenance[f"gemm_fraction.{dtype}"] = _fallback(
-                device, key, peak, lambda f, d: f, f"fraction of {dtype} peak", catalog_of, dtype=dtype
+                device, key, lambda v, d, dtype=dtype: v / d.peak(dtype), lambda f, d: f,
+                f"fraction of {dtype} peak", catalog_of, dtype=dtype,
             )
+        else:
+            unmeasured.append(dtype)
+    for dtype in unmeasured:
+        gemm[dtype], provenance[f"gemm_fraction.{dtype}"] = _sibling_fraction(device, dtype, gemm)
     return Calibration(device=device.name, gemm_fraction=MappingProxyType(gemm), provenance=MappingProxyType(provenance), **out)
+
+
+# A dtype that no device has a GEMM measurement of borrows the fraction of the dtype
+# that runs on the same datapath at the same operand width (int8 and fp8 share the
+# Hopper/Ada tensor-core rate; fp4 is the next step of the same pipe).
+_SIBLING_DTYPE = {"int8": "fp8", "fp4": "fp8", "fp8": "bf16", "fp16": "bf16", "bf16": "fp16", "tf32": "bf16", "fp64": "fp32"}
+
+
+def _measured_anywhere(key: str) -> bool:
+    return any(key in m.values for m in measurements().values())
+
+
+def _sibling_fraction(device: Device, dtype: str, known: dict[str, float]) -> tuple[float, Sourced]:
+    sibling = _SIBLING_DTYPE.get(dtype)
+    while sibling is not None and sibling not in known:
+        sibling = _SIBLING_DTYPE.get(sibling) if sibling != dtype else None
+    if sibling is not None:
+        value, how = known[sibling], f"this device's {sibling} GEMM fraction (same tensor-core datapath)"
+    elif known:
+        value, how = statistics.median(known.values()), f"median of this device's fractions ({', '.join(known)})"
+    else:
+        raise DataFileError(DATA_DIR, f"gemm_flops_per_s.{dtype}", "no device has a GEMM measurement of any dtype")
+    source = Source(key="sibling-dtype", url="kernelab:hwmodels/calibration.py", kind="derived", title=f"no measured {dtype} GEMM on any device: {how}")
+    return value, Sourced(value=value, source=source, note=f"no measurement of {dtype} GEMM")
 
 
 def _catalog_devices() -> dict[str, Device]:
