@@ -373,3 +373,10 @@ def test_a_malformed_device_file_is_refused_naming_the_file_and_the_field(tmp_pa
     assert err.value.path == str(path)
     assert err.value.field == field
     assert str(path) in str(err.value) and repr(field) in str(err.value)
+
+
+def test_every_device_link_is_in_the_interconnect_catalog(device: Device):
+    from hwmodels.interconnect import get_link
+
+    if device.link_name is not None:
+        assert get_link(device.link_name).name == device.link_name
