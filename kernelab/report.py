@@ -17,7 +17,7 @@ from sim import get_model, step_operations
 # decode, and a prefill chunk, which land on either side of the ridge point.
 DEFAULT_STEPS = (
     ("decode", 1, 4096, None),
-    ("decode", 64, 4096, None),
+    ("decode", 64, 1024, None),
     ("prefill", 1, 0, 2048),
 )
 

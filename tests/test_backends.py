@@ -225,3 +225,10 @@ def test_gpu_stream_bandwidth_bad_device():
     count = len(kernels_cuda.backends()["devices"])
     with pytest.raises(ValueError, match="device"):
         kernels_cuda.cuda_stream_bandwidth(1024, device=count)
+
+
+@pytest.mark.skipif(not (os.environ.get("CI") and shutil.which("nvcc")), reason="only where CI installed with nvcc on PATH")
+def test_ci_with_nvcc_compiles_the_cuda_kernels_for_sm80_and_sm90():
+    info = kernels_cuda.backends()
+    assert info["cuda_compiled"], info["reason"]
+    assert {"80", "90"} <= set(info["cuda_architectures"])
