@@ -7,9 +7,12 @@ models read them as device-global parameters through :func:`calibration`.
 
 Where a device has no measurement of some quantity, the value falls back to the
 *median over the measured devices of the same vendor* of a hardware-normalised
-form of it (a fraction of peak, bytes per clock per SM, cycles, seconds). The
-fallback is marked as ``derived`` in the provenance and names the devices it
-came from, so a user sees which numbers are guesses.
+form of it (a fraction of peak, bytes per clock per SM, cycles, seconds); where
+no device of that vendor has it, over all devices, except for L2 bandwidth, whose
+per-SM form means nothing across vendors (an AMD CU is not an NVIDIA SM): that one
+stays unknown (None) and the roofline has no L2 roof. The fallback is marked as
+``derived`` in the provenance and names the devices it came from, so a user sees
+which numbers are guesses.
 """
 
 from __future__ import annotations
@@ -114,7 +117,7 @@ def measurements() -> Mapping[str, Measurement]:
 # How each quantity is normalised by the hardware before taking a median across devices,
 # and how it is turned back into a value for a given device.
 _Normalise = Callable[[float, Device], float]
-_NORMALISED: dict[str, tuple[_Normalise, _Normalise, str]] = {
+_NORMALISED: dict[str, tuple[_Normalise, _Normalise, str]] = {  # quantity: (normalise, denormalise, unit)
     "hbm_fraction": (lambda v, d: v / d.hbm_bytes_per_s, lambda f, d: f, "stream bandwidth / datasheet bandwidth"),
     "l2_bytes_per_s": (
         lambda v, d: v / (d.sm_count * d.clock_hz),
@@ -127,6 +130,7 @@ _NORMALISED: dict[str, tuple[_Normalise, _Normalise, str]] = {
     "graph_launch_s": (lambda v, d: v, lambda f, d: f, "seconds"),
 }
 _RAW = {"hbm_fraction": "stream_bytes_per_s"}
+_SAME_VENDOR_ONLY = {"l2_bytes_per_s"}
 
 
 def calibration(device: Device) -> Calibration:
@@ -157,7 +161,10 @@ def _calibration(device: Device, base: Device | None) -> Calibration:
             out[quantity] = denormalise(normalise(own.values[raw_key], ref), device)
             provenance[quantity] = own.provenance[raw_key]
         else:
-            out[quantity], provenance[quantity] = _fallback(device, raw_key, normalise, denormalise, unit, catalog_of)
+            found = _fallback(device, raw_key, normalise, denormalise, unit, catalog_of, same_vendor_only=quantity in _SAME_VENDOR_ONLY)
+            out[quantity] = found[0] if found else None
+            if found:
+                provenance[quantity] = found[1]
 
     gemm: dict[str, float] = {}
     unmeasured = []
@@ -208,8 +215,10 @@ def _catalog_devices() -> dict[str, Device]:
     return {d.name: d for d in CATALOG}
 
 
-def _fallback(device, raw_key, normalise, denormalise, unit, catalog_of, dtype=None) -> tuple[float, Sourced]:
-    """Median of the normalised measurements of same-vendor devices (all devices if none)."""
+def _fallback(
+    device, raw_key, normalise, denormalise, unit, catalog_of, dtype=None, same_vendor_only=False
+) -> tuple[float, Sourced] | None:
+    """Median of the normalised measurements of same-vendor devices (all devices if none and allowed)."""
     rows = []
     for name, m in measurements().items():
         ref = catalog_of[name]
@@ -217,8 +226,10 @@ def _fallback(device, raw_key, normalise, denormalise, unit, catalog_of, dtype=N
             if ref.kind == device.kind:
                 rows.append((ref.vendor == device.vendor, name, normalise(m.values[raw_key], ref)))
     same_vendor = [r for r in rows if r[0]]
-    used = same_vendor or rows
+    used = same_vendor if same_vendor_only else (same_vendor or rows)
     if not used:
+        if same_vendor_only:
+            return None
         raise DataFileError(DATA_DIR, raw_key, "no device has this measurement; a fallback needs at least one")
     value = statistics.median(r[2] for r in used)
     names = ", ".join(r[1] for r in used)

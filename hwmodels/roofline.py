@@ -73,8 +73,9 @@ def roofline(device: Device, dtype: str = "bf16", calibrated: bool = False) -> R
     """The roofs of ``device`` for ``dtype``: HBM, L2 (where known) and shared memory.
 
     Datasheets give no L2 bandwidth, so the L2 roof is always the measured one
-    (or its same-vendor fallback, marked ``derived``); the shared-memory roof is
-    derived from banks x clock x SMs.
+    (or its same-vendor fallback, marked ``derived``; none where no device of the
+    vendor has a measurement); the shared-memory roof is derived from banks x
+    clock x SMs.
     """
     cal = calibration(device)
     peak = device.peak(dtype)
@@ -85,7 +86,7 @@ def roofline(device: Device, dtype: str = "bf16", calibrated: bool = False) -> R
         hbm *= cal.hbm_fraction
         hbm_kind = cal.provenance["hbm_fraction"].source.kind
     ceilings = [Ceiling("hbm", hbm, hbm_kind)]
-    if device.kind == "gpu":
+    if cal.l2_bytes_per_s is not None:
         ceilings.append(Ceiling("l2", cal.l2_bytes_per_s, cal.provenance["l2_bytes_per_s"].source.kind))
     if device.smem_bytes_per_s is not None:
         ceilings.append(Ceiling("smem", device.smem_bytes_per_s, "derived"))
