@@ -19,7 +19,7 @@ from hwmodels.collectives import CollectiveCost, collective_time
 from hwmodels.catalog import CATALOG
 from hwmodels.datafile import Source, Sourced
 from hwmodels.device import DTYPE_BYTES, DTYPES, Device
-from hwmodels.errors import DataFileError, InvalidValueError, KernelabError, UnknownNameError
+from hwmodels.errors import DataFileError, ExportError, InvalidValueError, KernelabError, UnknownNameError
 from hwmodels.host import HOST_NAME, host_device
 from hwmodels.interconnect import Link, get_link, links
 from hwmodels.roofline import LEVELS, Ceiling, Operation, Placement, Roofline, place, roofline
@@ -36,6 +36,7 @@ __all__ = [
     "Cluster",
     "CollectiveCost",
     "DataFileError",
+    "ExportError",
     "Device",
     "InvalidValueError",
     "KernelabError",

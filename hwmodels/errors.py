@@ -43,6 +43,10 @@ class InvalidValueError(KernelabError, ValueError):
     """A parameter passed through the Python API or the CLI that cannot be used."""
 
 
+class ExportError(KernelabError, RuntimeError):
+    """A figure could not be written: unknown format, no browser or no kaleido for an image."""
+
+
 def close_matches(name: str, known: Iterable[str], n: int = 3) -> list[str]:
     """Known names closest to ``name``, case-insensitively, best first.
 

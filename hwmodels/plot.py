@@ -30,7 +30,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 
 from hwmodels.device import Device
-from hwmodels.errors import InvalidValueError, KernelabError
+from hwmodels.errors import ExportError, InvalidValueError
 from hwmodels.roofline import LEVEL_LABELS, LEVELS, Operation, Placement, Roofline, place, roofline
 from hwmodels.units import format_si
 
@@ -76,10 +76,6 @@ NO_BROWSER_MESSAGE = (
     "PNG/SVG export needs a Chromium or Chrome browser; install Debian's `chromium` "
     "(apt-get install chromium) or set BROWSER_PATH, or export .html"
 )
-
-
-class ExportError(KernelabError, RuntimeError):
-    """A figure could not be written: unknown format, no browser or no kaleido for an image."""
 
 
 # ---------------------------------------------------------------------------------------------

@@ -26,27 +26,30 @@ def _print_json(obj) -> None:
     print(json.dumps(obj, indent=2, default=str))
 
 
+def _peak_cell(d: hw.Device, dtype: str) -> str:
+    return f"{format_si(d.peak(dtype), 'FLOP/s')} {dtype}" if dtype in d.peak_flops_per_s else "–"
+
+
 def cmd_devices(args: argparse.Namespace, console: Console) -> int:
     devices = [hw.get_device(n) for n in hw.device_names(include_host=not args.no_host)]
     if args.json:
         _print_json([device_summary(d) for d in devices])
         return 0
     table = Table(title="kernelab device catalog (dense peaks, datasheet figures)")
-    for col in ("name", "arch", "SMs", "clock", "bf16 peak", "fp8 peak", "memory", "bandwidth", "L2", "link", "TDP"):
+    for col in ("name", "arch", "SMs", "clock", "16-bit peak", "fp8 peak", "memory", "bandwidth", "L2", "link", "TDP"):
         table.add_column(col, justify="left" if col in ("name", "arch") else "right")
     for d in devices:
-        peak = lambda dt: format_si(d.peak_flops_per_s[dt], "FLOP/s") if dt in d.peak_flops_per_s else "–"  # noqa: E731
         table.add_row(
             d.name,
             d.architecture,
             str(d.sm_count),
             format_si(d.clock_hz, "Hz"),
-            peak("bf16") if "bf16" in d.peak_flops_per_s else peak("fp32"),
-            peak("fp8"),
+            _peak_cell(d, next((t for t in ("bf16", "fp16", "fp32") if t in d.peak_flops_per_s), d.dtypes[0])),
+            _peak_cell(d, "fp8"),
             f"{format_si(d.memory_bytes, 'B')} {d.memory_type}",
             format_si(d.hbm_bytes_per_s, "B/s"),
-            format_si(d.l2_bytes, "B") if d.l2_bytes else "–",
-            f"{d.link_name} {format_si(d.link_bytes_per_s, 'B/s')}" if d.link_bytes_per_s else (d.link_name or "–"),
+            f"{d.l2_bytes / 2**20:.4g} MiB" if d.l2_bytes else "–",
+            f"{d.link_name or 'link'} {format_si(d.link_bytes_per_s, 'B/s')}" if d.link_bytes_per_s else (d.link_name or "–"),
             format_si(d.tdp_w, "W") if d.tdp_w else "–",
         )
     console.print(table)
