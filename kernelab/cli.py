@@ -171,6 +171,66 @@ def cmd_collective(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _build_step(args: argparse.Namespace):
+    from sim import step as steps
+
+    if args.kind == "prefill":
+        if args.tokens is None:
+            return steps.prefill(args.batch, args.context, 0)
+        return steps.prefill(args.batch, args.tokens, args.context)
+    if args.kind == "decode":
+        return steps.decode(args.batch, args.context)
+    return steps.verify(args.batch, args.context, args.tokens or 8, tree_pairs=args.tree_pairs)
+
+
+def cmd_predict(args: argparse.Namespace, console: Console) -> int:
+    from sim import get_model
+    from sim.cost import step_cost
+    from sim.pipeline import pipeline_cost
+    from sim.precision import Precision
+
+    device, model = hw.get_device(args.device), get_model(args.model)
+    precision = Precision(args.weight_bits, args.activation_bits, args.kv_bits)
+    step = _build_step(args)
+    kwargs = dict(precision=precision, tp=args.tp, attention=args.attention, cuda_graphs=not args.no_cuda_graphs)
+    if args.pp > 1:
+        pipe = pipeline_cost(model, device, step, pp=args.pp, microbatches=args.microbatches, **kwargs)
+        cost, time_s, tokens_per_s = pipe.micro, float(pipe.time_s), float(pipe.tokens_per_s)
+    else:
+        cost = step_cost(model, device, step, **kwargs)
+        pipe, time_s, tokens_per_s = None, float(cost.time_s), float(cost.tokens_per_s)
+    rec = cost.as_dict()
+    rec.update(time_s=time_s, tokens_per_s=tokens_per_s, pp=args.pp, n_gpus=args.tp * args.pp,
+               precision={"weight_bits": args.weight_bits, "activation_bits": args.activation_bits, "kv_bits": args.kv_bits})
+    if pipe is not None:
+        rec["pipeline"] = {"microbatches": pipe.microbatches, "layers_per_stage": pipe.layers_per_stage,
+                           "stage_s": float(pipe.stage_s), "p2p_s": float(pipe.p2p.time_s),
+                           "bubble_fraction": pipe.bubble_fraction,
+                           "note": "ops and breakdown are for one micro-batch through all layers"}
+    if args.kind == "prefill":
+        rec["ttft_s"] = time_s
+    else:
+        rec["tpot_s"] = time_s
+    if args.json:
+        _print_json(rec)
+        return 0
+    console.print(f"[bold]{model.name}[/bold] on {args.tp * args.pp}x [bold]{device.name}[/bold] "
+                  f"(TP={args.tp}, PP={args.pp}): {step.description}")
+    console.print(f"time {format_si(time_s, 's')}, {tokens_per_s:,.0f} tokens/s, MFU {rec['mfu']:.1%}, MBU {rec['mbu']:.1%}; "
+                  + ", ".join(f"{k[:-2]} {format_si(v, 's')}" for k, v in rec["breakdown"].items()))
+    table = Table(title="per op (one instance; x repeat per step)")
+    for col in ("op", "x", "time", "compute", "memory", "overhead", "FLOP/B", "bound"):
+        table.add_column(col, justify="left" if col in ("op", "bound") else "right")
+    for o in rec["ops"]:
+        table.add_row(o["name"], str(o["repeat"]), format_si(o["time_s"], "s"), format_si(o["compute_s"], "s"),
+                      format_si(o["memory_s"], "s"), format_si(o["overhead_s"], "s"),
+                      f"{o['intensity_flops_per_byte']:.3g}" if o["intensity_flops_per_byte"] else "-", o["bound"])
+    for c in rec["communication"]:
+        table.add_row(c["name"], str(c["repeat"]), format_si(c["time_s"], "s"), "", "", "", "", "communication")
+    console.print(table)
+    return 0
+
+
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
     from kernelab.report import write_report
 
@@ -217,6 +277,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--bytes", default="1MiB,16MiB,256MiB,1GiB", help="comma-separated message sizes")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_collective)
+
+    s = sub.add_parser("predict", help="time of one prefill, decode or verification step, with its breakdown")
+    s.add_argument("kind", choices=("prefill", "decode", "verify"))
+    s.add_argument("--device", default=DEFAULT_DEVICE)
+    s.add_argument("--model", default=DEFAULT_MODEL)
+    s.add_argument("--batch", type=int, default=1)
+    s.add_argument("--context", type=int, default=2048,
+                   help="prefill: prompt length (or the prefix, with --tokens); decode/verify: cached tokens")
+    s.add_argument("--tokens", type=int, help="prefill: chunk of new tokens over --context; verify: draft tokens (default 8)")
+    s.add_argument("--tree-pairs", type=int, help="verify a tree: its number of (node, ancestor-or-self) pairs")
+    s.add_argument("--tp", type=int, default=1)
+    s.add_argument("--pp", type=int, default=1)
+    s.add_argument("--microbatches", type=int, help="pipeline micro-batches (default: --pp)")
+    s.add_argument("--weight-bits", type=int, default=16)
+    s.add_argument("--activation-bits", type=int, default=16)
+    s.add_argument("--kv-bits", type=int, default=16)
+    s.add_argument("--attention", help="attention kernel model: flash, split-kv (default by step kind)")
+    s.add_argument("--no-cuda-graphs", action="store_true", help="charge stream launches instead of graph replays")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_predict)
 
     s = sub.add_parser("report", help="write an HTML report on the built-in defaults")
     s.add_argument("-o", "--output", type=Path, default=Path("kernelab-report.html"))

@@ -132,3 +132,25 @@ def test_console_script_is_installed():
     done = subprocess.run([*cmd, "device", "nope-gpu"], capture_output=True, text=True)
     assert done.returncode == 2
     assert "unknown device 'nope-gpu'" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["predict", "decode", "--device", "A100", "--model", "llama-2-7b", "--batch", "4", "--context", "1000"],
+        ["predict", "prefill", "--device", "H100-SXM", "--model", "Llama-2-7B", "--context", "2048", "--tp", "2"],
+        ["predict", "verify", "--device", "H200", "--model", "llama-2-7b", "--context", "4096", "--tokens", "16"],
+        ["predict", "prefill", "--device", "H100-SXM", "--context", "1024", "--batch", "4", "--pp", "2"],
+    ],
+)
+def test_predict_json_holds_time_throughput_and_breakdown(capsys, argv):
+    rec = run_json(capsys, *argv, "--json")
+    assert rec["time_s"] > 0 and rec["tokens_per_s"] > 0
+    assert set(rec["breakdown"]) == {"compute_s", "memory_s", "overhead_s", "communication_s"}
+    assert {o["name"] for o in rec["ops"]} >= {"qkv_proj", "attention", "lm_head"}
+    assert ("ttft_s" in rec) == (argv[1] == "prefill")
+
+
+def test_predict_explains_an_impossible_layout(capsys):
+    assert main(["predict", "decode", "--model", "llama-2-7b", "--tp", "3"]) == 2
+    assert "cannot split evenly" in capsys.readouterr().err

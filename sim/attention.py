@@ -1,0 +1,120 @@
+"""Attention kernel models, pluggable by name.
+
+Each model turns the attention :class:`~sim.graph.Op` of a step into compute
+and memory time on a device, with the parallelism the kernel's grid exposes:
+a kernel whose CTAs cover only a fraction ``u`` of the SMs gets that fraction
+of the device's throughput (one CTA per SM at a time, the others idle).
+
+- ``flash``: FlashAttention-2 (Dao, arXiv:2307.08691): one CTA per (sequence,
+  query head, 128-row query block); K and V streamed through shared memory.
+  For prefill the grid is large; for decode it is ``batch x heads`` CTAs, which
+  under-fills a large GPU at small batch.
+- ``split-kv``: FlashDecoding (Dao, Haziza, Massa, Sizov, 2023,
+  https://crfm.stanford.edu/2023/10/12/flashdecoding.html): the KV length is
+  split so that ``batch x kv_heads x splits`` CTAs fill the SMs, followed by a
+  combine kernel over the fp32 partial outputs. The split count follows
+  FlashAttention-2's ``num_splits_heuristic`` (csrc/flash_attn/flash_api.cpp):
+  the smallest split whose wave efficiency is within 85% of the best, at most
+  128 splits, one split per 128-key block at most (head_dim 128).
+
+The cycle-level kernel simulator will plug in here as further models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from hwmodels.calibration import Calibration
+from hwmodels.device import Device
+from hwmodels.errors import UnknownNameError
+
+QUERY_BLOCK = 128  # FlashAttention-2 forward tile rows (Br) for head_dim 128
+KEY_BLOCK_DECODE = 128  # key block of the split-KV kernel for head_dim 128 (flash_api.cpp)
+MAX_SPLITS = 128
+
+
+@dataclass(frozen=True, eq=False)
+class AttentionTime:
+    compute_s: np.ndarray
+    memory_s: np.ndarray
+    kernels: np.ndarray
+    sm_fraction: np.ndarray
+    extra_bytes: np.ndarray
+    note: str
+
+
+def _rates(op, device: Device, cal: Calibration) -> tuple[float, float]:
+    flops_per_s = device.peak(op.dtype) * cal.gemm_fraction[op.dtype]
+    bytes_per_s = device.hbm_bytes_per_s * cal.hbm_fraction
+    return flops_per_s, bytes_per_s
+
+
+def flash(op, step, heads: int, kv_heads: int, head_dim: int, device: Device, cal: Calibration) -> AttentionTime:
+    """FlashAttention-2 forward: grid of ``seqs x heads x ceil(T/128)`` CTAs."""
+    flops_per_s, bytes_per_s = _rates(op, device, cal)
+    q_per_seq = step.new_tokens / step.seqs
+    ctas = step.seqs * heads * np.ceil(q_per_seq / QUERY_BLOCK)
+    u = np.minimum(1.0, ctas / device.sm_count)
+    return AttentionTime(
+        compute_s=op.flops / (flops_per_s * u),
+        memory_s=op.bytes / (bytes_per_s * u),
+        kernels=np.ones_like(u),
+        sm_fraction=u,
+        extra_bytes=np.zeros_like(u),
+        note=f"FlashAttention-2 grid: seqs x {heads} heads x query blocks of {QUERY_BLOCK}",
+    )
+
+
+def split_kv_splits(batch_kv_heads, n_key_blocks, sm_count: int) -> np.ndarray:
+    """FlashAttention-2's ``num_splits_heuristic``, vectorized over its inputs."""
+    bh = np.asarray(batch_kv_heads, dtype=float)[..., None]
+    blocks = np.asarray(n_key_blocks, dtype=float)[..., None]
+    s = np.arange(1, MAX_SPLITS + 1, dtype=float)
+    waves = bh * s / sm_count
+    eff = waves / np.ceil(waves)
+    # splits that do not give each split a distinct key block are not considered
+    eff = np.where(s <= np.maximum(blocks, 1), eff, 0.0)
+    # a grid that already fills 80% of the SMs is not split (flash_api.cpp)
+    best = eff.max(axis=-1, keepdims=True)
+    first_good = np.argmax(eff >= 0.85 * best, axis=-1) + 1.0
+    return np.where(bh[..., 0] >= 0.8 * sm_count, 1.0, first_good)
+
+
+def split_kv(op, step, heads: int, kv_heads: int, head_dim: int, device: Device, cal: Calibration) -> AttentionTime:
+    """FlashDecoding: split the KV length to fill the SMs, then combine partial results."""
+    flops_per_s, bytes_per_s = _rates(op, device, cal)
+    bh = step.seqs * kv_heads
+    blocks = np.ceil(step.max_kv_tokens / KEY_BLOCK_DECODE)
+    splits = split_kv_splits(bh, blocks, device.sm_count)
+    ctas = bh * splits
+    waves = np.ceil(ctas / device.sm_count)
+    u = ctas / (waves * device.sm_count)
+    # partial outputs and log-sum-exps in fp32, written by the main kernel and read by the combine
+    extra = np.where(splits > 1, 2.0 * step.new_tokens * heads * (head_dim + 1) * 4.0 * splits, 0.0)
+    return AttentionTime(
+        compute_s=op.flops / (flops_per_s * u),
+        memory_s=(op.bytes + extra) / (bytes_per_s * u),
+        kernels=np.where(splits > 1, 2.0, 1.0),
+        sm_fraction=u,
+        extra_bytes=extra,
+        note="split-KV (FlashDecoding) with FlashAttention-2's split heuristic and a combine kernel",
+    )
+
+
+AttentionModel = Callable[..., AttentionTime]
+ATTENTION_KERNELS: dict[str, AttentionModel] = {"flash": flash, "split-kv": split_kv}
+
+
+def get_attention_kernel(name: str) -> AttentionModel:
+    key = name.strip().lower()
+    if key not in ATTENTION_KERNELS:
+        raise UnknownNameError("attention kernel", name, ATTENTION_KERNELS)
+    return ATTENTION_KERNELS[key]
+
+
+def default_kernel(step_kind: str) -> str:
+    """Decode steps use split-KV (as vLLM and FlashInfer do); the rest use FlashAttention."""
+    return "split-kv" if step_kind == "decode" else "flash"

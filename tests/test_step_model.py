@@ -1,0 +1,151 @@
+"""The step cost model: what a prefill, decode or verification step costs, and why."""
+
+import numpy as np
+import pytest
+
+import hwmodels as hw
+from sim import get_model
+from sim import step as steps
+from sim.cost import step_cost
+from sim.graph import Sharding, step_graph
+from sim.pipeline import pipeline_cost
+from sim.precision import Precision
+
+LLAMA7 = get_model("Llama-2-7B")
+DEVICES = ["A100-SXM-80GB", "H100-SXM", "H200", "L40S", "MI300X"]
+
+
+def weight_bytes(model, bits=16):
+    return sum(float(np.max(op.weight_bytes)) * op.repeat for op in step_graph(model, steps.decode(1, 1), Precision(weight_bits=bits)))
+
+
+def test_layer_gemm_flops_are_two_per_parameter_per_token():
+    tokens = 512
+    ops = step_graph(LLAMA7, steps.prefill(1, tokens))
+    gemm_flops = sum(float(op.flops) * op.repeat for op in ops if op.kind == "gemm" and op.name != "lm_head")
+    assert gemm_flops == pytest.approx(2 * LLAMA7.params_per_layer * LLAMA7.num_layers * tokens)
+
+
+def test_weights_are_read_once_per_step_whatever_the_batch():
+    assert weight_bytes(LLAMA7) == pytest.approx(2 * (LLAMA7.params_per_layer * LLAMA7.num_layers + LLAMA7.vocab_size * LLAMA7.hidden_size))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_batch_one_decode_is_memory_bound_near_weights_over_achievable_bandwidth(device):
+    d = hw.get_device(device)
+    cost = step_cost(LLAMA7, d, steps.decode(1, 128))
+    by = cost.time_by_bound()
+    assert by["compute"] == 0 and by["communication"] == 0
+    floor = weight_bytes(LLAMA7) / (d.hbm_bytes_per_s * hw.calibration(d).hbm_fraction)
+    assert floor < cost.time_s < 1.15 * floor + by["overhead"]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_long_prefill_is_compute_bound(device):
+    cost = step_cost(LLAMA7, hw.get_device(device), steps.prefill(1, 4096))
+    by = cost.time_by_bound()
+    assert by["compute"] > 0.8 * cost.time_s
+
+
+def test_breakdown_adds_up_to_the_step_time():
+    cost = step_cost(get_model("Llama-2-7B"), hw.get_device("H100-SXM"), steps.prefill(2, 1024), tp=2)
+    assert sum(cost.time_by_bound().values()) == pytest.approx(cost.time_s)
+
+
+def test_a_sweep_equals_the_points_evaluated_one_by_one():
+    d = hw.get_device("H100-SXM")
+    batch = np.array([1, 7, 64, 255])[:, None]
+    context = np.array([0, 1000, 32768])[None, :]
+    swept = step_cost(LLAMA7, d, steps.decode(batch, context)).time_s
+    assert swept.shape == (4, 3)
+    for i, b in enumerate(batch[:, 0]):
+        for j, c in enumerate(context[0]):
+            assert swept[i, j] == pytest.approx(float(step_cost(LLAMA7, d, steps.decode(int(b), int(c))).time_s))
+
+
+def test_decode_gets_slower_with_batch_and_context_but_throughput_grows_with_batch():
+    d = hw.get_device("A100-SXM-80GB")
+    cost = step_cost(LLAMA7, d, steps.decode(np.array([1, 2, 8, 32, 128])[:, None], np.array([128, 2048, 16384])[None, :]))
+    assert np.all(np.diff(cost.time_s, axis=0) >= 0) and np.all(np.diff(cost.time_s, axis=1) > 0)
+    assert np.all(np.diff(cost.tokens_per_s, axis=0) > 0)
+
+
+def test_a_one_token_verification_costs_a_decode_step():
+    d = hw.get_device("H100-SXM")
+    one = step_cost(LLAMA7, d, steps.verify(4, 3000, 1), attention="split-kv")
+    dec = step_cost(LLAMA7, d, steps.decode(4, 3000))
+    assert float(one.time_s) == pytest.approx(float(dec.time_s))
+
+
+def test_verifying_a_small_tree_costs_about_one_decode_step():
+    d = hw.get_device("H100-SXM")
+    dec = float(step_cost(LLAMA7, d, steps.decode(1, 2048)).time_s)
+    tree = float(step_cost(LLAMA7, d, steps.verify(1, 2048, 64, tree_pairs=64 * 4)).time_s)
+    assert dec < tree < 1.3 * dec
+
+
+def test_ragged_decode_with_equal_contexts_equals_the_uniform_one():
+    d = hw.get_device("H200")
+    ragged = step_cost(LLAMA7, d, steps.ragged_decode([777] * 5)).time_s
+    assert float(ragged) == pytest.approx(float(step_cost(LLAMA7, d, steps.decode(5, 777)).time_s))
+
+
+def test_a_mixed_batch_costs_less_than_its_parts_run_apart():
+    d = hw.get_device("A100-SXM-80GB")
+    mixed = float(step_cost(LLAMA7, d, steps.mixed([(512, 0)], [1000] * 16)).time_s)
+    apart = float(step_cost(LLAMA7, d, steps.prefill(1, 512)).time_s) + float(step_cost(LLAMA7, d, steps.decode(16, 1000)).time_s)
+    alone = float(step_cost(LLAMA7, d, steps.prefill(1, 512)).time_s)
+    assert alone < mixed < apart
+
+
+def test_four_bit_weights_speed_up_batch_one_decode_and_an_fp8_kv_cache_halves_kv_bytes():
+    d = hw.get_device("H100-SXM")
+    t16 = float(step_cost(LLAMA7, d, steps.decode(1, 1024)).time_s)
+    t4 = float(step_cost(LLAMA7, d, steps.decode(1, 1024), Precision(weight_bits=4)).time_s)
+    assert t4 < 0.4 * t16
+    kv16 = [op for op in step_graph(LLAMA7, steps.decode(8, 4096)) if op.kind == "attention"][0].kv_bytes
+    kv8 = [op for op in step_graph(LLAMA7, steps.decode(8, 4096), Precision(kv_bits=8)) if op.kind == "attention"][0].kv_bytes
+    assert float(kv8) == pytest.approx(float(kv16) / 2)
+
+
+def test_split_kv_beats_flash_attention_for_one_long_sequence_and_matches_it_when_the_gpu_is_full():
+    d = hw.get_device("H100-SXM")
+    attn = lambda cost: next(o for o in cost.ops if o.op.kind == "attention").time_s  # noqa: E731
+    long_one = steps.decode(1, 65536)
+    assert attn(step_cost(LLAMA7, d, long_one, attention="split-kv")) < 0.5 * attn(step_cost(LLAMA7, d, long_one, attention="flash"))
+    full = steps.decode(256, 4096)
+    assert attn(step_cost(LLAMA7, d, full, attention="split-kv")) == pytest.approx(attn(step_cost(LLAMA7, d, full, attention="flash")), rel=0.05)
+
+
+def test_tensor_parallelism_adds_two_all_reduces_per_layer_and_shards_the_weights():
+    d = hw.get_device("H100-SXM")
+    one, eight = step_cost(LLAMA7, d, steps.decode(1, 1024)), step_cost(LLAMA7, d, steps.decode(1, 1024), tp=8)
+    assert not one.comms and eight.comms[0].repeat == 2 * LLAMA7.num_layers
+    assert weight_bytes(LLAMA7) / 8 == pytest.approx(
+        sum(float(op.weight_bytes) * op.repeat for op in step_graph(LLAMA7, steps.decode(1, 1), sharding=Sharding(tp=8))), rel=0.01)
+    assert eight.time_s < one.time_s
+
+
+def test_pipeline_bubble_follows_gpipe():
+    d = hw.get_device("A100-SXM-80GB")
+    p = pipeline_cost(LLAMA7, d, steps.prefill(8, 1024), pp=4, microbatches=8)
+    assert p.bubble_fraction == pytest.approx(3 / 11)
+    assert float(p.time_s) == pytest.approx(11 * float(p.stage_s + p.p2p.time_s))
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: step_cost(LLAMA7, hw.get_device("H100-SXM"), steps.decode(1, 10), tp=3), "cannot split evenly"),
+        (lambda: pipeline_cost(LLAMA7, hw.get_device("H100-SXM"), steps.decode(1, 10), pp=33), "cannot be cut into 33"),
+        (lambda: steps.decode(0, 10), "at least 1"),
+        (lambda: steps.decode(1.5, 10), "whole numbers"),
+        (lambda: steps.prefill(1, -4), "at least 1"),
+        (lambda: steps.verify(1, 100, 4, tree_pairs=100), "between T"),
+        (lambda: Precision(weight_bits=5), "weight_bits"),
+        (lambda: step_cost(LLAMA7, hw.get_device("H100-SXM"), steps.decode(1, 1), attention="flsh"), "did you mean 'flash'"),
+    ],
+)
+def test_impossible_inputs_are_explained(call, message):
+    with pytest.raises(hw.KernelabError, match=message):
+        call()
