@@ -49,6 +49,7 @@ from hwmodels.units import to_si
 _SCALARS: tuple[tuple[str, str, str, bool, bool], ...] = (
     ("compute", "sm_count", "sm_count", True, True),
     ("compute", "boost_clock_mhz", "clock_hz", False, True),
+    ("compute", "sfu_ops_per_clock_per_sm", "sfu_ops_per_clock_per_sm", False, False),
     ("memory", "capacity_gb", "memory_bytes", False, True),
     ("memory", "bandwidth_gb_per_s", "hbm_bytes_per_s", False, True),
     ("memory", "l2_cache_mib", "l2_bytes", False, True),
@@ -76,6 +77,7 @@ FIELD_UNITS: dict[str, str] = {
     "l2_bytes": "B",
     "smem_per_sm_bytes": "B",
     "smem_bytes_per_clock_per_sm": "B/cycle",
+    "sfu_ops_per_clock_per_sm": "ops/cycle",
     "registers_per_sm": "count",
     "max_registers_per_thread": "count",
     "max_threads_per_sm": "count",

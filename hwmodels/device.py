@@ -49,6 +49,7 @@ class Device:
     l2_bytes: float | None = None
     smem_per_sm_bytes: float | None = None
     smem_bytes_per_clock_per_sm: float | None = None
+    sfu_ops_per_clock_per_sm: float | None = None
     registers_per_sm: int | None = None
     max_registers_per_thread: int | None = None
     max_threads_per_sm: int | None = None
@@ -94,6 +95,13 @@ class Device:
         return self.sm_count * self.smem_bytes_per_clock_per_sm * self.clock_hz
 
     @property
+    def sfu_ops_per_s(self) -> float | None:
+        """Special-function (exp2, log2, reciprocal) results per second: SMs x per-clock rate x clock."""
+        if self.sfu_ops_per_clock_per_sm is None:
+            return None
+        return self.sm_count * self.sfu_ops_per_clock_per_sm * self.clock_hz
+
+    @property
     def max_warps_per_sm(self) -> int | None:
         if self.max_threads_per_sm is None or self.warp_size is None:
             return None
@@ -133,6 +141,7 @@ def _validate(d: Device) -> None:
     for name in (
         *_GPU_REQUIRED,
         "max_registers_per_thread",
+        "sfu_ops_per_clock_per_sm",
         "link_count",
         "link_bytes_per_s",
         "pcie_gen",

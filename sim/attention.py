@@ -17,6 +17,15 @@ of the device's throughput (one CTA per SM at a time, the others idle).
   the smallest split whose wave efficiency is within 85% of the best, at most
   128 splits, one split per 128-key block at most (head_dim 128).
 
+Both pay for the softmax's exponentials on the special-function units, one
+per (query, key) pair and head, *in series* with the tensor-core matmuls: the
+FlashAttention-2 schedule does not overlap them (Shah et al., FlashAttention-3,
+arXiv:2407.08608, sec. 3.1: the H100 has 989 TFLOP/s of FP16 matmul but only
+3.9 TFLOP/s of special functions, so for head_dim 128 the exponentials take up
+to half the matmul cycles). The device's ``sfu_ops_per_s`` comes from the
+catalog (CUDA guide throughput table); where it is unknown the term is left
+out and the note says so.
+
 The cycle-level kernel simulator will plug in here as further models.
 """
 
@@ -52,19 +61,28 @@ def _rates(op, device: Device, cal: Calibration) -> tuple[float, float]:
     return flops_per_s, bytes_per_s
 
 
+def _compute_s(op, step, heads: int, device: Device, flops_per_s: float) -> tuple[np.ndarray, str]:
+    """Tensor-core time plus the exponentials on the special-function units, in series."""
+    matmul_s = op.flops / flops_per_s
+    if device.sfu_ops_per_s is None:
+        return matmul_s, "; softmax exponentials not counted (no SFU rate for this device)"
+    return matmul_s + step.attention_pairs * heads / device.sfu_ops_per_s, "; softmax exponentials on the SFUs, not overlapped"
+
+
 def flash(op, step, heads: int, kv_heads: int, head_dim: int, device: Device, cal: Calibration) -> AttentionTime:
     """FlashAttention-2 forward: grid of ``seqs x heads x ceil(T/128)`` CTAs."""
     flops_per_s, bytes_per_s = _rates(op, device, cal)
     q_per_seq = step.new_tokens / step.seqs
     ctas = step.seqs * heads * np.ceil(q_per_seq / QUERY_BLOCK)
     u = np.minimum(1.0, ctas / device.sm_count)
+    compute_s, softmax = _compute_s(op, step, heads, device, flops_per_s)
     return AttentionTime(
-        compute_s=op.flops / (flops_per_s * u),
+        compute_s=compute_s / u,
         memory_s=op.bytes / (bytes_per_s * u),
         kernels=np.ones_like(u),
         sm_fraction=u,
         extra_bytes=np.zeros_like(u),
-        note=f"FlashAttention-2 grid: seqs x {heads} heads x query blocks of {QUERY_BLOCK}",
+        note=f"FlashAttention-2 grid: seqs x {heads} heads x query blocks of {QUERY_BLOCK}" + softmax,
     )
 
 
@@ -94,13 +112,14 @@ def split_kv(op, step, heads: int, kv_heads: int, head_dim: int, device: Device,
     u = ctas / (waves * device.sm_count)
     # partial outputs and log-sum-exps in fp32, written by the main kernel and read by the combine
     extra = np.where(splits > 1, 2.0 * step.new_tokens * heads * (head_dim + 1) * 4.0 * splits, 0.0)
+    compute_s, softmax = _compute_s(op, step, heads, device, flops_per_s)
     return AttentionTime(
-        compute_s=op.flops / (flops_per_s * u),
+        compute_s=compute_s / u,
         memory_s=(op.bytes + extra) / (bytes_per_s * u),
         kernels=np.where(splits > 1, 2.0, 1.0),
         sm_fraction=u,
         extra_bytes=extra,
-        note="split-KV (FlashDecoding) with FlashAttention-2's split heuristic and a combine kernel",
+        note="split-KV (FlashDecoding) with FlashAttention-2's split heuristic and a combine kernel" + softmax,
     )
 
 

@@ -149,3 +149,13 @@ def test_pipeline_bubble_follows_gpipe():
 def test_impossible_inputs_are_explained(call, message):
     with pytest.raises(hw.KernelabError, match=message):
         call()
+
+
+def test_prefill_attention_pays_for_the_softmax_exponentials_on_the_sfus():
+    d = hw.get_device("A100-SXM-80GB")
+    step = steps.prefill(1, 16384)
+    attn = next(o for o in step_cost(LLAMA7, d, step).ops if o.op.kind == "attention")
+    matmul_s = float(attn.op.flops) / (d.peak("bf16") * hw.calibration(d).gemm_fraction["bf16"])
+    exp_s = float(step.attention_pairs) * LLAMA7.num_heads / (d.sm_count * 16 * d.clock_hz)
+    assert float(attn.compute_s) == pytest.approx(matmul_s + exp_s)
+    assert 0.15 < exp_s / matmul_s < 0.4  # head_dim 128 on Ampere: 512 FLOPs per exponential
