@@ -186,12 +186,14 @@ def _build_step(args: argparse.Namespace):
 def cmd_predict(args: argparse.Namespace, console: Console) -> int:
     from sim import get_model
     from sim.cost import step_cost
+    from sim.memory import check_fits
     from sim.pipeline import pipeline_cost
     from sim.precision import Precision
 
     device, model = hw.get_device(args.device), get_model(args.model)
     precision = Precision(args.weight_bits, args.activation_bits, args.kv_bits)
     step = _build_step(args)
+    memory = None if args.ignore_memory else check_fits(model, device, step, precision, tp=args.tp, pp=args.pp)
     kwargs = dict(precision=precision, tp=args.tp, attention=args.attention, cuda_graphs=not args.no_cuda_graphs)
     if args.pp > 1:
         pipe = pipeline_cost(model, device, step, pp=args.pp, microbatches=args.microbatches, **kwargs)
@@ -202,6 +204,8 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
     rec = cost.as_dict()
     rec.update(time_s=time_s, tokens_per_s=tokens_per_s, pp=args.pp, n_gpus=args.tp * args.pp,
                precision={"weight_bits": args.weight_bits, "activation_bits": args.activation_bits, "kv_bits": args.kv_bits})
+    if memory is not None:
+        rec["memory"] = memory.as_dict()
     if pipe is not None:
         rec["pipeline"] = {"microbatches": pipe.microbatches, "layers_per_stage": pipe.layers_per_stage,
                            "stage_s": float(pipe.stage_s), "p2p_s": float(pipe.p2p.time_s),
@@ -295,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--kv-bits", type=int, default=16)
     s.add_argument("--attention", help="attention kernel model: flash, split-kv (default by step kind)")
     s.add_argument("--no-cuda-graphs", action="store_true", help="charge stream launches instead of graph replays")
+    s.add_argument("--ignore-memory", action="store_true", help="predict even if the weights and KV cache do not fit")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_predict)
 

@@ -154,3 +154,10 @@ def test_predict_json_holds_time_throughput_and_breakdown(capsys, argv):
 def test_predict_explains_an_impossible_layout(capsys):
     assert main(["predict", "decode", "--model", "llama-2-7b", "--tp", "3"]) == 2
     assert "cannot split evenly" in capsys.readouterr().err
+
+
+def test_predict_refuses_a_deployment_that_does_not_fit_and_says_by_how_much(capsys):
+    assert main(["predict", "decode", "--model", "Llama-2-70B", "--device", "H100-SXM", "--batch", "8", "--context", "4096"]) == 2
+    assert "short by" in capsys.readouterr().err
+    rec = run_json(capsys, "predict", "decode", "--model", "Llama-2-70B", "--device", "H100-SXM", "--tp", "4", "--json")
+    assert rec["memory"]["fits"] and rec["memory"]["weights_bytes"] == pytest.approx(2 * 68.977e9 / 4, rel=1e-3)
