@@ -8,7 +8,8 @@ of the device's throughput (one CTA per SM at a time, the others idle).
 - ``flash``: FlashAttention-2 (Dao, arXiv:2307.08691): one CTA per (sequence,
   query head, 128-row query block); K and V streamed through shared memory.
   For prefill the grid is large; for decode it is ``batch x heads`` CTAs, which
-  under-fills a large GPU at small batch.
+  under-fills a large GPU at small batch, and each computes a whole 128-row
+  tile for its one query row.
 - ``split-kv``: FlashDecoding (Dao, Haziza, Massa, Sizov, 2023,
   https://crfm.stanford.edu/2023/10/12/flashdecoding.html): the KV length is
   split so that ``batch x kv_heads x splits`` CTAs fill the SMs, followed by a
@@ -40,7 +41,8 @@ from hwmodels.calibration import Calibration
 from hwmodels.device import Device
 from hwmodels.errors import UnknownNameError
 
-QUERY_BLOCK = 128  # FlashAttention-2 forward tile rows (Br) for head_dim 128
+QUERY_BLOCK = 128  # FlashAttention-2 forward tile rows (kBlockM) for head_dim 128 on sm80
+QUERY_BLOCK_SPLIT = 64  # rows of the split-KV kernel's tile (flash_fwd_splitkv, kBlockM = 64)
 KEY_BLOCK_DECODE = 128  # key block of the split-KV kernel for head_dim 128 (flash_api.cpp)
 MAX_SPLITS = 128
 
@@ -61,12 +63,23 @@ def _rates(op, device: Device, cal: Calibration) -> tuple[float, float]:
     return flops_per_s, bytes_per_s
 
 
-def _compute_s(op, step, heads: int, device: Device, flops_per_s: float) -> tuple[np.ndarray, str]:
-    """Tensor-core time plus the exponentials on the special-function units, in series."""
-    matmul_s = op.flops / flops_per_s
+def _compute_s(op, step, heads: int, device: Device, flops_per_s: float, padding) -> tuple[np.ndarray, str]:
+    """Tensor-core time plus the exponentials on the special-function units, in series.
+
+    ``padding`` is the ratio of tile rows computed to query rows needed: a
+    kernel computes whole ``kBlockM``-row tiles, so one decoding query in a
+    128-row tile costs as much as 128.
+    """
+    matmul_s = op.flops * padding / flops_per_s
     if device.sfu_ops_per_s is None:
         return matmul_s, "; softmax exponentials not counted (no SFU rate for this device)"
-    return matmul_s + step.attention_pairs * heads / device.sfu_ops_per_s, "; softmax exponentials on the SFUs, not overlapped"
+    exp_s = step.attention_pairs * heads * padding / device.sfu_ops_per_s
+    return matmul_s + exp_s, "; softmax exponentials on the SFUs, not overlapped"
+
+
+def _padding(rows, block: int):
+    rows = np.asarray(rows, dtype=float)
+    return np.ceil(rows / block) * block / rows
 
 
 def flash(op, step, heads: int, kv_heads: int, head_dim: int, device: Device, cal: Calibration) -> AttentionTime:
@@ -75,7 +88,7 @@ def flash(op, step, heads: int, kv_heads: int, head_dim: int, device: Device, ca
     q_per_seq = step.new_tokens / step.seqs
     ctas = step.seqs * heads * np.ceil(q_per_seq / QUERY_BLOCK)
     u = np.minimum(1.0, ctas / device.sm_count)
-    compute_s, softmax = _compute_s(op, step, heads, device, flops_per_s)
+    compute_s, softmax = _compute_s(op, step, heads, device, flops_per_s, _padding(q_per_seq, QUERY_BLOCK))
     return AttentionTime(
         compute_s=compute_s / u,
         memory_s=op.bytes / (bytes_per_s * u),
@@ -112,7 +125,9 @@ def split_kv(op, step, heads: int, kv_heads: int, head_dim: int, device: Device,
     u = ctas / (waves * device.sm_count)
     # partial outputs and log-sum-exps in fp32, written by the main kernel and read by the combine
     extra = np.where(splits > 1, 2.0 * step.new_tokens * heads * (head_dim + 1) * 4.0 * splits, 0.0)
-    compute_s, softmax = _compute_s(op, step, heads, device, flops_per_s)
+    # the query heads sharing a KV head are packed into the rows of one tile (GQA packing)
+    packed_rows = step.new_tokens / step.seqs * heads / kv_heads
+    compute_s, softmax = _compute_s(op, step, heads, device, flops_per_s, _padding(packed_rows, QUERY_BLOCK_SPLIT))
     return AttentionTime(
         compute_s=compute_s / u,
         memory_s=(op.bytes + extra) / (bytes_per_s * u),
