@@ -235,6 +235,7 @@ def step_cost(
     tp: int = 1,
     attention: str | None = None,
     cuda_graphs: bool = True,
+    ep: int = 1,
 ) -> StepCost:
     """Cost of ``step`` of ``model`` on ``device`` with ``tp``-way tensor parallelism.
 
@@ -242,9 +243,9 @@ def step_cost(
     FlashAttention for the rest). ``cuda_graphs`` chooses the per-kernel launch
     cost (CUDA-graph replay, as serving engines do for decode, or plain stream launches).
     """
-    from sim.parallel import tensor_parallel_comms
+    from sim.parallel import expert_parallel_comms, tensor_parallel_comms
 
-    sharding = Sharding(tp=tp)
+    sharding = Sharding(tp=tp, ep=ep)
     cal = hw.calibration(device)
     launch = cal.graph_launch_s if cuda_graphs else cal.kernel_launch_s
     launch = launch or 0.0
@@ -252,4 +253,5 @@ def step_cost(
     get_attention_kernel(kernel)
     ops = [time_op(op, step, model, sharding, device, cal, launch, kernel) for op in step_graph(model, step, precision, sharding)]
     comms = tensor_parallel_comms(model, device, step, precision, tp)
+    comms += expert_parallel_comms(model, device, step, precision, ep)  # ``ep``: experts over ep GPUs (sim.parallel)
     return StepCost(model, device, step, precision, sharding, ops, comms, kernel)

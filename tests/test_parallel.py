@@ -6,8 +6,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import hwmodels as hw
 from hwmodels.errors import InvalidValueError
+from sim import get_model
+from sim import step as steps
+from sim.cost import step_cost
+from sim.parallel import expert_parallel_comms, pipeline_p2p, tensor_parallel_comms
+from sim.precision import Precision
 from sim.timeline import Timeline
+
+LLAMA7 = get_model("Llama-2-7B")
+H100 = hw.get_device("H100-SXM")
 
 
 # ---------------------------------------------------------------------------- timeline
@@ -85,3 +94,52 @@ def test_timeline_refuses_bad_tasks():
         tl.add("b", "network", 1.0)
     with pytest.raises(InvalidValueError, match="non-negative"):
         tl.add("b", "comm", -1.0)
+
+
+# ---------------------------------------------------------------------------- expert parallelism
+MIXTRAL = get_model("Mixtral-8x7B")  # 8 experts, top-2
+
+
+@pytest.mark.parametrize("ep", [2, 4, 8])
+def test_expert_parallel_all_to_alls_move_each_gpus_routed_rows(ep):
+    moe = MIXTRAL
+    st_ = steps.prefill(4, 2048)
+    dispatch, combine = expert_parallel_comms(moe, H100, st_, Precision(), ep)
+    rows = 4 * 2048 / ep
+    S = rows * 2 * moe.hidden_size * 2  # rows x k x hidden x bf16
+    node = hw.device_node(H100, ep)
+    want = hw.collective_time("all_to_all", S, node)
+    for c in (dispatch, combine):
+        assert float(c.message_bytes) == S and c.repeat == moe.num_layers
+        assert float(c.time_s) == pytest.approx(float(want.time_s))
+    # (ep-1)/ep of S leaves the GPU, at the GPU's NVLink bandwidth
+    assert float(want.bandwidth_time_s) == pytest.approx((ep - 1) / ep * S / node.per_gpu_bytes_per_s)
+    assert f"{(ep - 1) / ep:.4g} of S leaves" in dispatch.explain
+
+
+def test_step_cost_charges_the_expert_all_to_alls():
+    moe = MIXTRAL
+    st_ = steps.prefill(4, 2048)
+    plain = step_cost(moe, H100, st_)
+    assert step_cost(moe, H100, st_, ep=1).time_s == plain.time_s
+    ep8 = step_cost(moe, H100, st_, ep=8)
+    names = [c.name for c in ep8.comms]
+    assert names == ["ep_dispatch_all_to_all", "ep_combine_all_to_all"]
+    assert float(ep8.time_by_bound()["communication"]) == pytest.approx(sum(float(c.total_s) for c in ep8.comms))
+    assert float(ep8.time_s) < float(plain.time_s)  # each GPU runs an eighth of the expert rows
+    with pytest.raises(InvalidValueError):
+        step_cost(LLAMA7, H100, st_, ep=2)  # a dense model has no experts to spread
+    with pytest.raises(InvalidValueError):
+        expert_parallel_comms(LLAMA7, H100, st_, Precision(), 2)
+    with pytest.raises(InvalidValueError):
+        expert_parallel_comms(moe, H100, st_, Precision(), 3)  # 8 experts over 3 GPUs
+    assert expert_parallel_comms(moe, H100, st_, Precision(), 1) == []
+
+
+def test_tensor_parallel_and_pipeline_comms_still_work():
+    st_ = steps.prefill(1, 1024)
+    (ar,) = tensor_parallel_comms(LLAMA7, H100, st_, Precision(), 4)
+    assert ar.repeat == 2 * LLAMA7.num_layers and float(ar.message_bytes) == 1024 * LLAMA7.hidden_size * 2
+    assert tensor_parallel_comms(LLAMA7, H100, st_, Precision(), 1) == []
+    p2p = pipeline_p2p(LLAMA7, H100, st_, Precision())
+    assert float(p2p.time_s) > 0
