@@ -9,8 +9,8 @@ Per op (one kernel, on one GPU):
 
 with the achievable fractions and launch costs from :mod:`hwmodels.calibration`
 (device-global, measured, each with its source). GEMMs are quantized to
-``tile_m x 128`` output tiles (``tile_m`` the smallest of 16, 32, 64, 128 that
-holds the rows, as tensor-core kernels pad rows to the MMA shape) and, when
+``tile_m x 128`` output tiles (``tile_m`` from 16 to 128 rows, see
+:func:`tile_rows`, as tensor-core kernels pad rows to the MMA shape) and, when
 there are at least as many tiles as SMs, to whole waves of tiles; with fewer
 tiles than SMs the library is assumed to split K to fill the GPU, as cuBLAS
 does for skinny GEMMs. Attention is timed by a pluggable kernel model
@@ -78,11 +78,18 @@ class CommTime:
 
 
 def tile_rows(rows) -> np.ndarray:
+    """Rows of the output tile a GEMM of ``rows`` rows is padded to.
+
+    Up to 128 rows: the smallest of 16, 32, 64, 128 that holds them (the MMA
+    shape pads rows to 16). Beyond: 64 or 128, whichever pads less, 128 on a
+    tie, as a library's tile search picks between its wide tiles.
+    """
     rows = np.asarray(rows, dtype=float)
-    tile = np.full(rows.shape, float(TILE_M_CHOICES[-1]))
-    for t in reversed(TILE_M_CHOICES):
-        tile = np.where(rows <= t, float(t), tile)
-    return tile
+    small = np.full(rows.shape, 128.0)
+    for t in (64.0, 32.0, 16.0):
+        small = np.where(rows <= t, t, small)
+    pad64, pad128 = np.ceil(rows / 64) * 64, np.ceil(rows / 128) * 128
+    return np.where(rows <= 128, small, np.where(pad64 < pad128, 64.0, 128.0))
 
 
 def gemm_compute_s(op: Op, device: hw.Device, flops_per_s: float) -> np.ndarray:
