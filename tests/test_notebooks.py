@@ -76,6 +76,22 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
     assert all(c.get("execution_count") for c in nb.cells if c.cell_type == "code"), "every code cell ran"
     if path.name == "roofline.ipynb":
         check_roofline_notebook(nb)
+    if path.name == "step_whatif.ipynb":
+        check_step_whatif_notebook(nb)
+
+
+def check_step_whatif_notebook(nb):
+    """It answers the four questions: ridge batch, TP all-reduce share, largest batch, 32k prefill with CP."""
+    text = outputs_text(nb)
+    for model in ("Llama-2-7B", "Llama-2-70B"):
+        for device in ("A100-SXM-80GB", "H100-SXM", "H200"):
+            assert re.search(rf"{model}\s+{device}\s+GEMMs compute-bound from batch \d+", text), (model, device)
+            assert f"{model} TP=8 on {device}: all-reduce" in text
+    assert re.search(r"Llama-2-70B\s+H200\s+(\d+\s+){5}\d+", text), "a largest-batch row per context"
+    rows = {line.split("  ")[0].strip(): line for line in text.splitlines() if line.startswith(("1 GPU", "TP=8 ", "CP=8 "))}
+    assert {"1 GPU", "TP=8", "CP=8 pass-kv", "CP=8 pass-q", "CP=8 tokenring"} <= set(rows)
+    one, ring = float(rows["1 GPU"].split()[2]), float(rows["CP=8 pass-kv"].split()[2])
+    assert ring < one / 4, "ring attention over 8 GPUs is several times faster than one GPU"
 
 
 def check_roofline_notebook(nb):
