@@ -243,6 +243,50 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace, console: Console) -> int:
+    from sim.sweep import parse_values, sweep
+
+    def values(flag: str, text: str | None):
+        if text is None:
+            return None
+        try:
+            return parse_values(text)
+        except hw.InvalidValueError as exc:
+            raise hw.InvalidValueError(f"{flag}: {exc}") from None
+
+    bits = {k: values(f"--{k.replace('_', '-')}", getattr(args, k)) for k in ("weight_bits", "activation_bits", "kv_bits")}
+    result = sweep(
+        args.model or [DEFAULT_MODEL], args.device or [DEFAULT_DEVICE], kinds=args.kind or ["decode"],
+        batch=values("--batch", args.batch), context=values("--context", args.context), tokens=values("--tokens", args.tokens),
+        tp=values("--tp", args.tp), **bits, attention=args.attention, cuda_graphs=not args.no_cuda_graphs,
+        output=args.output, resume=args.resume, scheduler=args.scheduler, chunk_size=args.chunk_size,
+        progress=not args.no_progress and sys.stderr.isatty(), collect=False,
+    )
+    rec = {"output": str(result.output), "rows": result.rows_written, "resumed_rows": result.resumed_rows,
+           "evals": result.evals, "elapsed_s": result.elapsed_s, "evals_per_s": result.evals_per_s,
+           "combinations": result.combinations, "scheduler": result.scheduler, "skipped": result.skipped}
+    if args.json:
+        _print_json(rec)
+        return 0
+    console.print(f"wrote {result.rows_written:,} rows to [bold]{result.output}[/bold]: {result.evals:,} evaluations in "
+                  f"{format_si(result.elapsed_s, 's')} ({result.evals_per_s:,.0f}/s, {result.scheduler})")
+    if result.resumed_rows:
+        console.print(f"kept {result.resumed_rows:,} rows the file already had (--resume)")
+    if result.skipped:
+        by_reason: dict[str, list[str]] = {}
+        for s in result.skipped:
+            what = " ".join(f"{k}={s[k]}" for k in ("model", "device", "kind", "tp") if s[k] is not None)
+            what += f" W{s['weight_bits']}A{s['activation_bits']}KV{s['kv_bits']}"
+            by_reason.setdefault(s["reason"], []).append(what)
+        table = Table(title=f"skipped {len(result.skipped)} of {result.combinations} combinations")
+        for col in ("reason", "combinations"):
+            table.add_column(col, overflow="fold")
+        for reason, whats in by_reason.items():
+            table.add_row(reason, "; ".join(whats[:4]) + (f"; and {len(whats) - 4} more" if len(whats) > 4 else ""))
+        console.print(table)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kernelab", description="GPU cost models and kernel lab for LLM inference.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -309,6 +353,38 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", default=DEFAULT_MODEL)
     s.add_argument("--dtype", default="bf16")
     s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser(
+        "sweep", help="step costs over a grid of models, devices, kinds, layouts, precisions and shapes, to a file",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Writes one row per point of the grid (models x devices x kinds x tp x precisions x batch x "
+                    "context x tokens) to a CSV or Parquet file as it goes; invalid combinations are skipped with "
+                    "their reason.",
+        epilog="numeric lists: 1,8,64 | 1:256:x2 (geometric, inclusive) | 1024:32768:+1024 (arithmetic) | 1:8 | mixed: 1,2,4:64:x4\n"
+               "columns: context = tokens cached before the step, tokens = new tokens per sequence (decode: 1;\n"
+               "prefill without --tokens: each --context value is a whole prompt, rows read context=0, tokens=prompt)\n"
+               "--resume computes only the points missing from the file; without it the file is replaced",
+    )
+    s.add_argument("--model", action="append", help=f"model name or config.json (repeat for several; default {DEFAULT_MODEL})")
+    s.add_argument("--device", action="append", help=f"device name or TOML file (repeat for several; default {DEFAULT_DEVICE})")
+    s.add_argument("--kind", action="append", choices=("decode", "prefill", "verify"), help="step kind (repeat; default decode)")
+    s.add_argument("--batch", default="1:256:x2", help="sequences per step (default %(default)s)")
+    s.add_argument("--context", default="1024:32768:x2", help="cached tokens per sequence; prefill without --tokens: prompt length (default %(default)s)")
+    s.add_argument("--tokens", help="new tokens per sequence: prefill chunk over --context, verify draft tokens (default 8)")
+    s.add_argument("--tp", default="1", help="tensor-parallel sizes (default %(default)s)")
+    s.add_argument("--weight-bits", help="weight bits list (default 16)")
+    s.add_argument("--activation-bits", help="activation bits list (default 16)")
+    s.add_argument("--kv-bits", help="KV-cache bits list (default 16)")
+    s.add_argument("--attention", help="attention kernel model: flash, split-kv (default by step kind)")
+    s.add_argument("--no-cuda-graphs", action="store_true", help="charge stream launches instead of graph replays")
+    s.add_argument("-o", "--output", type=Path, required=True, help="FILE.csv or FILE.parquet")
+    s.add_argument("--resume", action="store_true", help="keep the rows already in the file, compute the rest")
+    s.add_argument("--scheduler", help="'local' (a Dask LocalCluster), a Dask scheduler address tcp://HOST:PORT, or "
+                                       "'in-process' (default: in-process unless the sweep is large)")
+    s.add_argument("--chunk-size", type=int, default=65_536, help="most points per vectorized call (default %(default)s)")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar (it is drawn only on a terminal)")
+    s.add_argument("--json", action="store_true", help="print a JSON summary")
+    s.set_defaults(func=cmd_sweep)
     return p
 
 
