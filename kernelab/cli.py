@@ -258,7 +258,7 @@ def cmd_sweep(args: argparse.Namespace, console: Console) -> int:
     result = sweep(
         args.model or [DEFAULT_MODEL], args.device or [DEFAULT_DEVICE], kinds=args.kind or ["decode"],
         batch=values("--batch", args.batch), context=values("--context", args.context), tokens=values("--tokens", args.tokens),
-        tp=values("--tp", args.tp), **bits, attention=args.attention, cuda_graphs=not args.no_cuda_graphs,
+        tp=values("--tp", args.tp), ep=values("--ep", args.ep), **bits, attention=args.attention, cuda_graphs=not args.no_cuda_graphs,
         output=args.output, resume=args.resume, scheduler=args.scheduler, chunk_size=args.chunk_size,
         progress=not args.no_progress and sys.stderr.isatty(), collect=False,
     )
@@ -275,7 +275,7 @@ def cmd_sweep(args: argparse.Namespace, console: Console) -> int:
     if result.skipped:
         by_reason: dict[str, list[str]] = {}
         for s in result.skipped:
-            what = " ".join(f"{k}={s[k]}" for k in ("model", "device", "kind", "tp") if s[k] is not None)
+            what = " ".join(f"{k}={s[k]}" for k in ("model", "device", "kind", "tp", "ep") if s[k] is not None)
             what += f" W{s['weight_bits']}A{s['activation_bits']}KV{s['kv_bits']}"
             by_reason.setdefault(s["reason"], []).append(what)
         table = Table(title=f"skipped {len(result.skipped)} of {result.combinations} combinations")
@@ -357,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser(
         "sweep", help="step costs over a grid of models, devices, kinds, layouts, precisions and shapes, to a file",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Writes one row per point of the grid (models x devices x kinds x tp x precisions x batch x "
+        description="Writes one row per point of the grid (models x devices x kinds x tp x ep x precisions x batch x "
                     "context x tokens) to a CSV or Parquet file as it goes; invalid combinations are skipped with "
                     "their reason.",
         epilog="numeric lists: 1,8,64 | 1:256:x2 (geometric, inclusive) | 1024:32768:+1024 (arithmetic) | 1:8 | mixed: 1,2,4:64:x4\n"
@@ -372,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--context", default="1024:32768:x2", help="cached tokens per sequence; prefill without --tokens: prompt length (default %(default)s)")
     s.add_argument("--tokens", help="new tokens per sequence: prefill chunk over --context, verify draft tokens (default 8)")
     s.add_argument("--tp", default="1", help="tensor-parallel sizes (default %(default)s)")
+    s.add_argument("--ep", default="1", help="expert-parallel sizes, for mixture-of-experts models (default %(default)s)")
     s.add_argument("--weight-bits", help="weight bits list (default 16)")
     s.add_argument("--activation-bits", help="activation bits list (default 16)")
     s.add_argument("--kv-bits", help="KV-cache bits list (default 16)")

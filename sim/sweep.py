@@ -1,7 +1,8 @@
 """Sweeps: step costs over grids of models, devices, step kinds, layouts, precisions and shapes.
 
 The grid is the cartesian product of the *discrete* axes (model, device, step
-kind, tensor-parallel size, precision) and, inside each discrete combination,
+kind, parallel layout: tensor- and expert-parallel sizes, precision) and,
+inside each discrete combination,
 of the *numeric* axes (batch, context, tokens). The numeric axes are never
 looped over in Python: each combination is one vectorized
 :func:`sim.cost.step_cost` call over ``batch x context x tokens`` broadcast
@@ -30,7 +31,7 @@ prompt: the rows then read ``context = 0`` (nothing cached) and ``tokens`` =
 the prompt length (a context of 0, an empty prompt, is left out of prefill).
 
 Each row also has the discrete settings (``model, device, kind, attention,
-cuda_graphs, tp, weight_bits, activation_bits, kv_bits``) and the results
+cuda_graphs, tp, ep, weight_bits, activation_bits, kv_bits``) and the results
 (``time_s, tokens_per_s, mfu, mbu``, the step time split into ``compute_s,
 memory_s, overhead_s, communication_s`` as :meth:`StepCost.time_by_bound`
 splits it, and ``bound``, the largest of the four).
@@ -46,8 +47,9 @@ sweep loses nothing it had written and a resumed one writes no duplicate; a
 half-written last CSV line (a kill mid-write) is dropped first. Without
 ``resume`` an existing output is replaced.
 
-Invalid combinations (a TP size that does not split the heads, a dtype the
-device has no peak for, an unbuildable node, an impossible precision) are
+Invalid combinations (a TP size that does not split the heads, expert
+parallelism of a dense model, a dtype the device has no peak for, an
+unbuildable node, an impossible precision) are
 skipped, each with its reason, in :attr:`SweepResult.skipped`.
 
 Dask. ``scheduler`` picks where blocks run: ``None`` (the default) runs
@@ -101,13 +103,13 @@ from sim import step as steps
 SWEEP_KINDS = ("decode", "prefill", "verify")
 BOUNDS = ("compute", "memory", "overhead", "communication")
 #: columns naming a discrete combination, then a point of its numeric grid
-COMBO_COLUMNS = ("model", "device", "kind", "attention", "cuda_graphs", "tp", "weight_bits", "activation_bits", "kv_bits")
+COMBO_COLUMNS = ("model", "device", "kind", "attention", "cuda_graphs", "tp", "ep", "weight_bits", "activation_bits", "kv_bits")
 POINT_COLUMNS = ("batch", "context", "tokens")
 RESULT_COLUMNS = ("time_s", "tokens_per_s", "mfu", "mbu", "compute_s", "memory_s", "overhead_s", "communication_s")
 SCHEMA = pa.schema(
     [(c, pa.string()) for c in ("model", "device", "kind", "attention")]
     + [("cuda_graphs", pa.bool_())]
-    + [(c, pa.int64()) for c in ("tp", "weight_bits", "activation_bits", "kv_bits")]
+    + [(c, pa.int64()) for c in ("tp", "ep", "weight_bits", "activation_bits", "kv_bits")]
     + [(c, pa.int64()) for c in POINT_COLUMNS]
     + [(c, pa.float64()) for c in RESULT_COLUMNS]
     + [("bound", pa.string())]
@@ -252,7 +254,7 @@ def _precisions(precision, weight_bits, activation_bits, kv_bits) -> tuple[list[
         try:
             out.append(Precision(int(w), int(a), int(kv)))
         except KernelabError as exc:
-            skipped.append({"model": None, "device": None, "kind": None, "tp": None,
+            skipped.append({"model": None, "device": None, "kind": None, "tp": None, "ep": None,
                             "weight_bits": int(w), "activation_bits": int(a), "kv_bits": int(kv), "reason": str(exc)})
     return out, skipped
 
@@ -269,6 +271,7 @@ class _Combo:
     device: Device
     kind: str
     tp: int
+    ep: int
     precision: Precision
     attention: str
     cuda_graphs: bool
@@ -276,12 +279,12 @@ class _Combo:
     @property
     def key(self) -> tuple:
         p = self.precision
-        return (self.model.name, self.device.name, self.kind, self.attention, self.cuda_graphs, self.tp,
+        return (self.model.name, self.device.name, self.kind, self.attention, self.cuda_graphs, self.tp, self.ep,
                 p.weight_bits, p.activation_bits, p.kv_bits)
 
     def skipped(self, reason: str) -> dict:
         p = self.precision
-        return {"model": self.model.name, "device": self.device.name, "kind": self.kind, "tp": self.tp,
+        return {"model": self.model.name, "device": self.device.name, "kind": self.kind, "tp": self.tp, "ep": self.ep,
                 "weight_bits": p.weight_bits, "activation_bits": p.activation_bits, "kv_bits": p.kv_bits, "reason": reason}
 
 
@@ -369,12 +372,12 @@ class _DeviceState:
 
 
 def _evaluate(model: ModelConfig, device, step: steps.Step, shape: tuple[int, ...], precision: Precision, tp: int,
-              attention: str, cuda_graphs: bool):
+              ep: int, attention: str, cuda_graphs: bool):
     """One vectorized evaluation: the result columns over ``shape`` (C order), or the reason it is invalid."""
     if isinstance(device, _DeviceState):
         device = device.restore()
     try:
-        cost = step_cost(model, device, step, precision, tp=tp, attention=attention, cuda_graphs=cuda_graphs)
+        cost = step_cost(model, device, step, precision, tp=tp, attention=attention, cuda_graphs=cuda_graphs, ep=ep)
         cost = _OnceCost(**{f.name: getattr(cost, f.name) for f in fields(StepCost)})
         parts = cost.time_by_bound()
         values = {"time_s": cost.time_s, "tokens_per_s": cost.tokens_per_s, "mfu": cost.mfu, "mbu": cost.mbu,
@@ -632,6 +635,7 @@ def sweep(
     tp=(1,),
     precision=None,
     *,
+    ep=(1,),
     weight_bits=None,
     activation_bits=None,
     kv_bits=None,
@@ -644,7 +648,7 @@ def sweep(
     progress: bool = True,
     collect: bool = True,
 ) -> SweepResult:
-    """Step costs over the grid ``models x devices x kinds x tp x precision x batch x context x tokens``.
+    """Step costs over the grid ``models x devices x kinds x tp x ep x precision x batch x context x tokens``.
 
     ``models``/``devices`` take names (case-insensitive), config/TOML paths or
     objects, one or a list; an unknown name raises with the closest matches.
@@ -652,7 +656,9 @@ def sweep(
     :func:`parse_values`). The precision axis is ``precision`` (a list of
     :class:`Precision` or (weight, activation, kv) bits) or the product of
     the ``weight_bits``, ``activation_bits``, ``kv_bits`` lists (16 when not
-    given). ``attention`` names the attention kernel model (default by kind).
+    given). ``ep`` lists expert-parallel sizes (mixture-of-experts models; a
+    dense model with ``ep > 1`` is skipped). ``attention`` names the attention
+    kernel model (default by kind).
     ``collect=False`` keeps no rows in memory (they are only written).
     See the module docstring for the columns, output, resume and scheduler.
     """
@@ -668,7 +674,7 @@ def sweep(
         raise InvalidValueError("a sweep needs at least one model, one device and one step kind")
     b_axis, c_axis = _axis("batch", batch, 1), _axis("context", context, 0)
     t_axis = None if tokens is None else _axis("tokens", tokens, 1)
-    tp_axis = _axis("tp", tp, 1)
+    tp_axis, ep_axis = _axis("tp", tp, 1), _axis("ep", ep, 1)
     precisions, skipped = _precisions(precision, weight_bits, activation_bits, kv_bits)
     if attention is not None:
         get_attention_kernel(attention)
@@ -678,8 +684,9 @@ def sweep(
     grids = {k: _KindGrid.build(k, b_axis, c_axis, t_axis, int(chunk_size)) for k in kinds}
 
     combos = [
-        _Combo(i, m, d, k, int(t), p, attention or default_kernel(k), bool(cuda_graphs))
-        for i, (m, d, k, t, p) in enumerate(itertools.product(model_objs, device_objs, kinds, tp_axis.tolist(), precisions))
+        _Combo(i, m, d, k, int(t), int(e), p, attention or default_kernel(k), bool(cuda_graphs))
+        for i, (m, d, k, t, e, p) in enumerate(
+            itertools.product(model_objs, device_objs, kinds, tp_axis.tolist(), ep_axis.tolist(), precisions))
     ]
     # Execution order: by kind and block, then combination, so one step serves a block's combinations.
     units = [
@@ -769,7 +776,7 @@ def sweep(
         if scheduler == "in-process":
             for unit, keep in pending_units():
                 c = unit.combo
-                out = _evaluate(c.model, c.device, step_of(unit), shape_of(unit), c.precision, c.tp, c.attention, c.cuda_graphs)
+                out = _evaluate(c.model, c.device, step_of(unit), shape_of(unit), c.precision, c.tp, c.ep, c.attention, c.cuda_graphs)
                 finish(unit, out, keep)
         else:
             from distributed import as_completed
@@ -793,7 +800,7 @@ def sweep(
                         break
                 if not group:
                     return False
-                jobs = [(u.combo.model, u.combo.device.name, step_of(u), shape_of(u), u.combo.precision, u.combo.tp,
+                jobs = [(u.combo.model, u.combo.device.name, step_of(u), shape_of(u), u.combo.precision, u.combo.tp, u.combo.ep,
                          u.combo.attention, u.combo.cuda_graphs) for u, _ in group]
                 fut = client.submit(_evaluate_many, jobs, devices_state, key=f"kernelab-sweep-{token}-{next(serial)}", pure=False)
                 in_flight[fut.key] = group

@@ -19,9 +19,9 @@ from sim import get_model
 from sim import step as steps
 from sim.cost import step_cost
 from sim.precision import Precision
-from sim.sweep import SCHEMA, parse_values, sweep
+from sim.sweep import COMBO_COLUMNS, POINT_COLUMNS, SCHEMA, parse_values, sweep
 
-KEYS = list(SCHEMA.names[:12])  # combination + point columns
+KEYS = list(COMBO_COLUMNS + POINT_COLUMNS)
 
 
 @pytest.fixture(autouse=True)
@@ -101,6 +101,22 @@ def test_decode_has_one_new_token_and_cuda_graphs_and_attention_pass_through():
     assert r["tokens"] == 1 and r["attention"] == "flash" and r["cuda_graphs"] is False
     cost = step_cost(get_model("Llama-2-7B"), hw.get_device("H100-SXM"), steps.decode(8, 4096), attention="flash", cuda_graphs=False)
     assert r["time_s"] == pytest.approx(float(cost.time_s), rel=1e-12)
+
+
+def test_expert_parallel_layouts_of_a_mixture_of_experts_model():
+    res = sweep(["Mixtral-8x7B", "Llama-2-7B"], "H100-SXM", kinds=["decode", "prefill"], batch=[1, 32], context=[2048],
+                tokens=[256], tp=[1, 2], ep=[1, 2, 8], progress=False)
+    skipped = {(s["model"], s["tp"], s["ep"]): s["reason"] for s in res.skipped if s["kind"] == "decode"}
+    assert set(skipped) == {("Llama-2-7B", tp, ep) for tp in (1, 2) for ep in (2, 8)}
+    assert all("experts" in r for r in skipped.values())
+    mixtral = [r for r in res.table.to_pylist() if r["model"] == "Mixtral-8x7B"]
+    assert {(r["tp"], r["ep"]) for r in mixtral} == {(tp, ep) for tp in (1, 2) for ep in (1, 2, 8)}
+    for r in mixtral:
+        cost = step_cost(get_model("Mixtral-8x7B"), hw.get_device("H100-SXM"), scalar_step(r["kind"], r["batch"], r["context"], r["tokens"]),
+                         tp=r["tp"], ep=r["ep"])
+        assert r["time_s"] == pytest.approx(float(cost.time_s), rel=1e-12)
+        assert r["communication_s"] == pytest.approx(float(cost.time_by_bound()["communication"]), rel=1e-12)
+    assert any(r["ep"] == 8 and r["communication_s"] > 0 for r in mixtral)
 
 
 def test_invalid_layouts_and_precisions_are_skipped_with_reasons():
@@ -312,7 +328,7 @@ def test_an_unreachable_scheduler_is_an_input_error(monkeypatch):
 def test_cli_sweep_writes_the_file_and_prints_json(tmp_path, capsys):
     out = tmp_path / "r.csv"
     argv = ["sweep", "--model", "Llama-2-7B", "--device", "H100-SXM", "--device", "V100-SXM2", "--kind", "decode",
-            "--kind", "verify", "--batch", "1:64:x4", "--context", "1024:4096:+1024", "--tokens", "4", "--tp", "1,2,3",
+            "--kind", "verify", "--batch", "1:64:x4", "--context", "1024:4096:+1024", "--tokens", "4", "--tp", "1,2,3", "--ep", "1",
             "--kv-bits", "16,8", "-o", str(out), "--json"]
     assert main(argv) == 0
     rec = json.loads(capsys.readouterr().out)
@@ -331,16 +347,18 @@ def test_cli_sweep_writes_the_file_and_prints_json(tmp_path, capsys):
 
 def test_cli_sweep_to_parquet_with_a_table_summary(tmp_path, capsys):
     out = tmp_path / "r.parquet"
-    assert main(["sweep", "--batch", "1,8", "--context", "4096", "--kind", "prefill", "--tokens", "512", "-o", str(out)]) == 0
-    assert "wrote 2 rows" in capsys.readouterr().out
-    assert pq.read_table(out).column("kind").to_pylist() == ["prefill", "prefill"]
+    assert main(["sweep", "--model", "Mixtral-8x7B", "--ep", "1,2", "--batch", "1,8", "--context", "4096", "--kind", "prefill",
+                 "--tokens", "512", "-o", str(out)]) == 0
+    assert "wrote 4 rows" in capsys.readouterr().out
+    table = pq.read_table(out)
+    assert table.column("kind").to_pylist() == ["prefill"] * 4 and table.column("ep").to_pylist() == [1, 1, 2, 2]
 
 
 @pytest.mark.parametrize(
     "argv, message",
     [(["--device", "H100-SX"], "did you mean 'H100-SXM'"), (["--model", "Llama2-7B"], "did you mean"),
      (["--context", "1024:x2"], "--context"), (["--batch", "1:256:x0.5"], "--batch"), (["--tp", "two"], "--tp"),
-     (["--kv-bits", "16,"], "--kv-bits"), (["--batch", "0"], "batch must be at least 1")],
+     (["--kv-bits", "16,"], "--kv-bits"), (["--ep", "1:8:x"], "--ep"), (["--batch", "0"], "batch must be at least 1")],
 )
 def test_cli_sweep_bad_input_exits_2_naming_the_problem(tmp_path, capsys, argv, message):
     assert main(["sweep", *argv, "-o", str(tmp_path / "r.csv")]) == 2
