@@ -7,7 +7,7 @@ so any figure can be traced to its datasheet or measurement.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Mapping
 
@@ -73,6 +73,13 @@ class Device:
         object.__setattr__(self, "aliases", tuple(self.aliases))
         _validate(self)
 
+    def __reduce__(self):
+        # The read-only mappings do not pickle; rebuild from plain dicts (Dask workers, multiprocessing).
+        state = {f.name: getattr(self, f.name) for f in fields(self)}
+        state["peak_flops_per_s"] = dict(self.peak_flops_per_s)
+        state["provenance"] = dict(self.provenance)
+        return (_rebuild_device, (state,))
+
     @property
     def dtypes(self) -> tuple[str, ...]:
         """Dtypes with a published peak, widest first."""
@@ -110,6 +117,10 @@ class Device:
     def ridge_point(self, dtype: str, bytes_per_s: float | None = None) -> float:
         """Arithmetic intensity (FLOP/byte) where compute and memory time are equal."""
         return self.peak(dtype) / (bytes_per_s if bytes_per_s is not None else self.hbm_bytes_per_s)
+
+
+def _rebuild_device(state: dict) -> "Device":
+    return Device(**state)
 
 
 # Fields every GPU must have; a CPU needs only the common ones.

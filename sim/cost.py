@@ -22,6 +22,7 @@ the projection before it and the next layer waits for it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -133,8 +134,9 @@ class StepCost:
     comms: list[CommTime] = field(default_factory=list)
     attention_kernel: str = ""
 
-    @property
+    @cached_property
     def time_s(self) -> np.ndarray:
+        """Sum over ops and collectives; computed once, since every rate divides by it."""
         total = sum(o.total_s for o in self.ops)
         return total + sum((c.total_s for c in self.comms), np.float64(0.0))
 

@@ -58,6 +58,12 @@ def _ints(name: str, value, minimum: int) -> np.ndarray:
     return arr.astype(np.float64)
 
 
+def _fmt(value) -> str:
+    """A scalar as itself, an array as its range (formatting a whole sweep grid costs more than the step)."""
+    arr = np.asarray(value)
+    return str(value) if arr.ndim == 0 else f"{arr.min():g}..{arr.max():g}"
+
+
 def _causal_pairs(new, prefix):
     """(query, key) pairs of ``new`` causal queries over ``prefix`` earlier keys: each
     query sees the prefix and the new tokens up to itself, ``new*prefix + new(new+1)/2``."""
@@ -75,7 +81,7 @@ def prefill(batch=1, tokens=2048, prefix=0) -> Step:
         attention_pairs=b * _causal_pairs(t, p),
         logit_rows=b,  # only the last token's logits are needed to start decoding
         max_kv_tokens=p + t,
-        description=f"prefill batch={batch} tokens={tokens} prefix={prefix}",
+        description=f"prefill batch={_fmt(batch)} tokens={_fmt(tokens)} prefix={_fmt(prefix)}",
     )
 
 
@@ -90,7 +96,7 @@ def decode(batch=1, context=4096) -> Step:
         attention_pairs=b * (c + 1),
         logit_rows=b,
         max_kv_tokens=c + 1,
-        description=f"decode batch={batch} context={context}",
+        description=f"decode batch={_fmt(batch)} context={_fmt(context)}",
     )
 
 
@@ -136,7 +142,8 @@ def verify(batch=1, context=4096, tokens=8, tree: bool = False, tree_pairs=None)
         attention_pairs=b * (t * c + inner),
         logit_rows=b * t,
         max_kv_tokens=c + t,
-        description=f"verify batch={batch} context={context} tokens={tokens}" + (" tree" if tree or tree_pairs is not None else " chain"),
+        description=f"verify batch={_fmt(batch)} context={_fmt(context)} tokens={_fmt(tokens)}"
+        + (" tree" if tree or tree_pairs is not None else " chain"),
     )
 
 

@@ -82,8 +82,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, fields
-from functools import cached_property
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -95,7 +94,7 @@ import hwmodels as hw
 from hwmodels.device import Device
 from hwmodels.errors import InvalidValueError, KernelabError
 from sim.attention import default_kernel, get_attention_kernel
-from sim.cost import StepCost, step_cost
+from sim.cost import step_cost
 from sim.model import ModelConfig, get_model
 from sim.precision import Precision
 from sim import step as steps
@@ -350,35 +349,11 @@ class _Block:
 # ----------------------------------------------------------------------------- evaluation
 
 
-class _OnceCost(StepCost):
-    """A :class:`StepCost` whose ``time_s`` is summed once: ``tokens_per_s``, ``mfu``,
-    ``mbu`` and ``time_by_bound`` all divide by it, and the sum over ops is most of
-    a small grid's cost. The formulas stay those of :mod:`sim.cost`."""
-
-    @cached_property
-    def time_s(self) -> np.ndarray:
-        return StepCost.time_s.fget(self)
-
-
-class _DeviceState:
-    """A :class:`Device` sent to a Dask worker (its frozen mappings do not pickle)."""
-
-    def __init__(self, device: Device):
-        self.fields = {f.name: (dict(v) if f.name in ("peak_flops_per_s", "provenance") else v)
-                       for f in fields(device) if f.init for v in (getattr(device, f.name),)}
-
-    def restore(self) -> Device:
-        return Device(**self.fields)
-
-
 def _evaluate(model: ModelConfig, device, step: steps.Step, shape: tuple[int, ...], precision: Precision, tp: int,
               ep: int, attention: str, cuda_graphs: bool):
     """One vectorized evaluation: the result columns over ``shape`` (C order), or the reason it is invalid."""
-    if isinstance(device, _DeviceState):
-        device = device.restore()
     try:
         cost = step_cost(model, device, step, precision, tp=tp, attention=attention, cuda_graphs=cuda_graphs, ep=ep)
-        cost = _OnceCost(**{f.name: getattr(cost, f.name) for f in fields(StepCost)})
         parts = cost.time_by_bound()
         values = {"time_s": cost.time_s, "tokens_per_s": cost.tokens_per_s, "mfu": cost.mfu, "mbu": cost.mbu,
                   **{f"{k}_s": parts[k] for k in BOUNDS}}
@@ -389,15 +364,12 @@ def _evaluate(model: ModelConfig, device, step: steps.Step, shape: tuple[int, ..
     return out
 
 
-def _evaluate_many(jobs: list[tuple], devices: dict[str, _DeviceState]) -> list:
+def _evaluate_many(jobs: list[tuple], devices: dict[str, Device]) -> list:
     """A Dask task: several blocks (``_evaluate`` arguments, the device by name), so that
     the per-task cost of the scheduler is shared by many small blocks."""
-    restored: dict[str, Device] = {}
     out = []
     for model, device, *rest in jobs:
-        if device not in restored:
-            restored[device] = devices[device].restore()
-        out.append(_evaluate(model, restored[device], *rest))
+        out.append(_evaluate(model, devices[device], *rest))
     return out
 
 
@@ -783,7 +755,7 @@ def sweep(
 
             client, cluster, own_client, res.scheduler = _client(scheduler)
             threads = max(1, sum(client.nthreads().values()))
-            [devices_state] = client.scatter([{d.name: _DeviceState(d) for d in device_objs}], broadcast=True)
+            [devices_state] = client.scatter([{d.name: d for d in device_objs}], broadcast=True)
             # Tasks of several blocks, down to a few tasks per worker on a small sweep.
             task_points = max(1, min(TASK_POINTS, total_points // (TASKS_PER_WORKER * threads)))
             stream = pending_units()
