@@ -183,6 +183,24 @@ def _build_step(args: argparse.Namespace):
     return steps.verify(args.batch, args.context, args.tokens or 8, tree_pairs=args.tree_pairs)
 
 
+def _predict_context_parallel(args, model, device, step, kwargs, console: Console) -> int:
+    from sim.context_parallel import context_parallel_cost
+
+    if args.kind != "prefill" or args.pp > 1 or args.ep > 1:
+        raise hw.InvalidValueError("--cp applies to a prefill step, without --pp or --ep")
+    rec = context_parallel_cost(model, device, step, args.cp, method=args.cp_method, **kwargs).as_dict()
+    rec["ttft_s"] = rec["time_s"]
+    if args.json:
+        _print_json(rec)
+        return 0
+    console.print(f"[bold]{model.name}[/bold] on {rec['gpus']}x [bold]{device.name}[/bold] (CP={args.cp}, TP={args.tp}, "
+                  f"{rec['method']}): {step.description}")
+    console.print(f"time {format_si(rec['time_s'], 's')}, {rec['tokens_per_s']:,.0f} tokens/s; "
+                  + ", ".join(f"{k[:-2]} {format_si(v, 's')}" for k, v in rec["breakdown"].items())
+                  + f"; {rec['choice_reason']}")
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace, console: Console) -> int:
     from sim import get_model
     from sim.cost import step_cost
@@ -193,16 +211,19 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
     device, model = hw.get_device(args.device), get_model(args.model)
     precision = Precision(args.weight_bits, args.activation_bits, args.kv_bits)
     step = _build_step(args)
-    memory = None if args.ignore_memory else check_fits(model, device, step, precision, tp=args.tp, pp=args.pp)
+    memory = None if args.ignore_memory else check_fits(model, device, step, precision, tp=args.tp, pp=args.pp,
+                                                        ep=args.ep, cp=args.cp)
     kwargs = dict(precision=precision, tp=args.tp, attention=args.attention, cuda_graphs=not args.no_cuda_graphs)
+    if args.cp > 1:
+        return _predict_context_parallel(args, model, device, step, kwargs, console)
     if args.pp > 1:
         pipe = pipeline_cost(model, device, step, pp=args.pp, microbatches=args.microbatches, **kwargs)
         cost, time_s, tokens_per_s = pipe.micro, float(pipe.time_s), float(pipe.tokens_per_s)
     else:
-        cost = step_cost(model, device, step, **kwargs)
+        cost = step_cost(model, device, step, ep=args.ep, **kwargs)
         pipe, time_s, tokens_per_s = None, float(cost.time_s), float(cost.tokens_per_s)
     rec = cost.as_dict()
-    rec.update(time_s=time_s, tokens_per_s=tokens_per_s, pp=args.pp, n_gpus=args.tp * args.pp,
+    rec.update(time_s=time_s, tokens_per_s=tokens_per_s, pp=args.pp, ep=args.ep, n_gpus=args.tp * args.pp * args.ep,
                precision={"weight_bits": args.weight_bits, "activation_bits": args.activation_bits, "kv_bits": args.kv_bits})
     if memory is not None:
         rec["memory"] = memory.as_dict()
@@ -218,8 +239,8 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         _print_json(rec)
         return 0
-    console.print(f"[bold]{model.name}[/bold] on {args.tp * args.pp}x [bold]{device.name}[/bold] "
-                  f"(TP={args.tp}, PP={args.pp}): {step.description}")
+    console.print(f"[bold]{model.name}[/bold] on {rec['n_gpus']}x [bold]{device.name}[/bold] "
+                  f"(TP={args.tp}, PP={args.pp}, EP={args.ep}): {step.description}")
     console.print(f"time {format_si(time_s, 's')}, {tokens_per_s:,.0f} tokens/s, MFU {rec['mfu']:.1%}, MBU {rec['mbu']:.1%}; "
                   + ", ".join(f"{k[:-2]} {format_si(v, 's')}" for k, v in rec["breakdown"].items()))
     table = Table(title="per op (one instance; x repeat per step)")
@@ -338,6 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tp", type=int, default=1)
     s.add_argument("--pp", type=int, default=1)
     s.add_argument("--microbatches", type=int, help="pipeline micro-batches (default: --pp)")
+    s.add_argument("--ep", type=int, default=1, help="expert parallelism (MoE models)")
+    s.add_argument("--cp", type=int, default=1, help="context parallelism for a long prefill (ring attention)")
+    s.add_argument("--cp-method", default="auto", help="auto, pass-kv, pass-q, tokenring, lasp2")
     s.add_argument("--weight-bits", type=int, default=16)
     s.add_argument("--activation-bits", type=int, default=16)
     s.add_argument("--kv-bits", type=int, default=16)

@@ -1,9 +1,9 @@
 """What a deployment holds in each GPU's memory, and the largest batch that fits.
 
-Per GPU of a ``tp x pp`` layout:
+Per GPU of a ``tp x pp`` layout (with ``ep``-way expert and ``cp``-way context parallelism):
 
-    weights     = params_total x weight bytes / (tp x pp)
-    kv_cache    = sequences x context x kv_bytes_per_token / (pp x kv_shards)
+    weights     = (dense params / (tp x pp) + expert params / (tp x pp x ep)) x weight bytes
+    kv_cache    = sequences x context x kv_bytes_per_token / (pp x kv_shards x cp)
                   (kv_shards = min(tp, kv_heads): KV heads are replicated beyond that)
     activations = the largest live set of one layer during the step (its widest
                   op's inputs and outputs plus the residual stream), from the
@@ -75,12 +75,14 @@ def _kv_shards(model: ModelConfig, tp: int) -> int:
     return min(tp, model.num_kv_heads)
 
 
-def weights_per_gpu(model: ModelConfig, precision: Precision, tp: int = 1, pp: int = 1) -> float:
-    return model.params_total * precision.weight_bytes / (tp * pp)
+def weights_per_gpu(model: ModelConfig, precision: Precision, tp: int = 1, pp: int = 1, ep: int = 1) -> float:
+    experts = model.num_layers * model.num_experts * model.mlp_params_per_expert if model.is_moe else 0
+    dense = model.params_total - experts
+    return (dense / (tp * pp) + experts / (tp * pp * ep)) * precision.weight_bytes
 
 
-def kv_bytes_per_sequence_token(model: ModelConfig, precision: Precision, tp: int = 1, pp: int = 1) -> float:
-    return model.kv_bytes_per_token(precision.kv_bits) / (pp * _kv_shards(model, tp))
+def kv_bytes_per_sequence_token(model: ModelConfig, precision: Precision, tp: int = 1, pp: int = 1, cp: int = 1) -> float:
+    return model.kv_bytes_per_token(precision.kv_bits) / (pp * _kv_shards(model, tp) * cp)
 
 
 def activation_bytes(model: ModelConfig, step: steps.Step, precision: Precision, tp: int = 1) -> np.ndarray:
@@ -93,25 +95,26 @@ def activation_bytes(model: ModelConfig, step: steps.Step, precision: Precision,
 
 def footprint(
     model: ModelConfig, device: hw.Device, step: steps.Step, precision: Precision = Precision(), tp: int = 1, pp: int = 1,
-    reserved_fraction: float = RESERVED_FRACTION,
+    reserved_fraction: float = RESERVED_FRACTION, ep: int = 1, cp: int = 1,
 ) -> MemoryFootprint:
     """Memory per GPU while running ``step`` (its sequences' whole KV cache resident)."""
     if not 0 <= reserved_fraction < 1:
         raise hw.InvalidValueError(f"reserved_fraction must be in [0, 1), got {reserved_fraction!r}")
-    kv = step.kv_read_tokens * kv_bytes_per_sequence_token(model, precision, tp, pp)
+    kv = step.kv_read_tokens * kv_bytes_per_sequence_token(model, precision, tp, pp, cp)
     return MemoryFootprint(
-        weights_bytes=np.asarray(weights_per_gpu(model, precision, tp, pp)),
+        weights_bytes=np.asarray(weights_per_gpu(model, precision, tp, pp, ep)),
         kv_cache_bytes=np.asarray(kv, dtype=float),
-        activation_bytes=activation_bytes(model, step, precision, tp),
+        activation_bytes=activation_bytes(model, step, precision, tp) / cp,
         usable_bytes=device.memory_bytes * (1 - reserved_fraction),
         capacity_bytes=device.memory_bytes,
     )
 
 
 def check_fits(model: ModelConfig, device: hw.Device, step: steps.Step, precision: Precision = Precision(),
-               tp: int = 1, pp: int = 1, reserved_fraction: float = RESERVED_FRACTION) -> MemoryFootprint:
+               tp: int = 1, pp: int = 1, reserved_fraction: float = RESERVED_FRACTION, ep: int = 1,
+               cp: int = 1) -> MemoryFootprint:
     """The footprint, or :class:`DoesNotFitError` saying by how much it misses and what would help."""
-    fp = footprint(model, device, step, precision, tp, pp, reserved_fraction)
+    fp = footprint(model, device, step, precision, tp, pp, reserved_fraction, ep, cp)
     if not np.all(fp.fits):
         worst = int(np.argmax(fp.shortfall_bytes))
         pick = lambda a: float(np.ravel(np.broadcast_to(a, np.shape(fp.total_bytes)))[worst])  # noqa: E731
@@ -122,7 +125,7 @@ def check_fits(model: ModelConfig, device: hw.Device, step: steps.Step, precisio
         else:
             hints.append("a smaller batch or context, a lower-bit KV cache, or more GPUs would fit")
         raise DoesNotFitError(
-            f"{model.name} does not fit on {tp * pp}x {device.name} (tp={tp}, pp={pp}) for {step.description}: "
+            f"{model.name} does not fit on {tp * pp * ep * cp}x {device.name} (tp={tp}, pp={pp}, ep={ep}, cp={cp}) for {step.description}: "
             f"weights {format_si(pick(fp.weights_bytes), 'B')} + KV cache {format_si(pick(fp.kv_cache_bytes), 'B')} "
             f"+ activations {format_si(pick(fp.activation_bytes), 'B')} = {format_si(pick(fp.total_bytes), 'B')} per GPU "
             f"> {format_si(fp.usable_bytes, 'B')} usable ({format_si(fp.capacity_bytes, 'B')} x {1 - reserved_fraction:.2f}); "

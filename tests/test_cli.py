@@ -161,3 +161,13 @@ def test_predict_refuses_a_deployment_that_does_not_fit_and_says_by_how_much(cap
     assert "short by" in capsys.readouterr().err
     rec = run_json(capsys, "predict", "decode", "--model", "Llama-2-70B", "--device", "H100-SXM", "--tp", "4", "--json")
     assert rec["memory"]["fits"] and rec["memory"]["weights_bytes"] == pytest.approx(2 * 68.977e9 / 4, rel=1e-3)
+
+
+def test_predict_with_context_and_expert_parallelism(capsys):
+    rec = run_json(capsys, "predict", "prefill", "--model", "llama-2-7b", "--context", "32768", "--cp", "8", "--json")
+    assert rec["gpus"] == 8 and rec["method"] in ("pass-kv", "pass-q", "tokenring")
+    assert rec["ttft_s"] == rec["time_s"] > 0 and "overlapped_communication_s" in rec["breakdown"]
+    rec = run_json(capsys, "predict", "decode", "--model", "mixtral-8x7b", "--batch", "64", "--context", "1024", "--ep", "2", "--json")
+    assert rec["n_gpus"] == 2 and any(c["name"].startswith("ep_") or "all_to_all" in c["explain"] for c in rec["communication"])
+    assert main(["predict", "decode", "--model", "llama-2-7b", "--cp", "2"]) == 2
+    assert "--cp applies to a prefill" in capsys.readouterr().err

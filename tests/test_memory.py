@@ -54,9 +54,21 @@ def test_a_model_that_does_not_fit_says_by_how_much_and_what_would_help():
     with pytest.raises(DoesNotFitError) as info:
         check_fits(get_model("Llama-2-70B"), H100, steps.decode(8, 4096))
     msg = str(info.value)
-    assert "does not fit on 1x H100-SXM" in msg and "short by 76.7" in msg
+    assert "does not fit on 1x H100-SXM (tp=1, pp=1, ep=1, cp=1)" in msg and "short by 76.7" in msg
     assert "weights alone need at least 2 GPUs" in msg
 
 
 def test_max_batch_is_zero_when_the_weights_do_not_fit():
     assert int(max_batch(get_model("Llama-3.1-405B"), H100, 1024, tp=2)) == 0
+
+
+def test_expert_parallelism_spreads_the_experts_and_context_parallelism_the_kv_cache():
+    mixtral = get_model("Mixtral-8x7B")
+    one = footprint(mixtral, H100, steps.decode(1, 1))
+    two = footprint(mixtral, H100, steps.decode(1, 1), ep=2)
+    experts = mixtral.num_layers * mixtral.num_experts * mixtral.mlp_params_per_expert * 2
+    assert float(one.weights_bytes - two.weights_bytes) == pytest.approx(experts / 2)
+    llama = get_model("Llama-2-7B")
+    kv1 = float(footprint(llama, H100, steps.prefill(1, 32768)).kv_cache_bytes)
+    kv8 = float(footprint(llama, H100, steps.prefill(1, 32768), cp=8).kv_cache_bytes)
+    assert kv8 == pytest.approx(kv1 / 8)
