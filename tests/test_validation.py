@@ -47,3 +47,19 @@ def test_held_out_error_is_within_the_issues_bounds():
     held = summary(PREDICTIONS)["held_out"]
     assert held["median_abs_error"] <= 0.10
     assert held["max_abs_error"] <= 0.30
+
+
+def test_the_readme_table_is_the_current_one():
+    """The README shows every predicted row; a model change must update it (python -m sim.validation)."""
+    from pathlib import Path
+
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    if not readme.exists():
+        pytest.skip("README.md is not beside the tests")
+    shown = {}
+    for line in readme.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 6 and cells[4].endswith("%") and cells[0] not in ("row",):
+            shown[cells[0]] = cells[4]
+    current = {p.row_id: f"{p.error:+.1%}" for p in PREDICTIONS if p.predicted is not None}
+    assert shown == current
