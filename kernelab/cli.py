@@ -217,7 +217,7 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
     if args.cp > 1:
         return _predict_context_parallel(args, model, device, step, kwargs, console)
     if args.pp > 1:
-        pipe = pipeline_cost(model, device, step, pp=args.pp, microbatches=args.microbatches, **kwargs)
+        pipe = pipeline_cost(model, device, step, pp=args.pp, microbatches=args.microbatches, ep=args.ep, **kwargs)
         cost, time_s, tokens_per_s = pipe.micro, float(pipe.time_s), float(pipe.tokens_per_s)
     else:
         cost = step_cost(model, device, step, ep=args.ep, **kwargs)
