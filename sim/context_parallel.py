@@ -119,7 +119,7 @@ import hwmodels as hw
 from hwmodels.errors import InvalidValueError, UnknownNameError
 from hwmodels.topology import Cluster
 from sim.attention import default_kernel, get_attention_kernel
-from sim.cost import OpTime, StepCost, step_cost, time_op
+from sim.cost import OpTime, StepCost, split_by_bound, step_cost, time_op
 from sim.graph import Op, Sharding, step_graph
 from sim.model import ModelConfig
 from sim.precision import Precision
@@ -235,19 +235,7 @@ class MethodCost:
         return out
 
     def time_by_bound(self) -> dict[str, np.ndarray]:
-        out = {k: np.float64(0.0) for k in ("compute", "memory", "overhead")}
-
-        def add(o: OpTime, times):
-            busy = np.maximum(o.compute_s, o.memory_s) * times
-            is_compute = o.compute_s >= o.memory_s
-            out["compute"] = out["compute"] + np.where(is_compute, busy, 0.0)
-            out["memory"] = out["memory"] + np.where(is_compute, 0.0, busy)
-            out["overhead"] = out["overhead"] + o.overhead_s * times
-
-        for _, o, mult in self.compute:
-            add(o, mult * self.layers)
-        for o in self.once:
-            add(o, o.op.repeat)
+        out = split_by_bound([(o, mult * self.layers) for _, o, mult in self.compute] + [(o, o.op.repeat) for o in self.once])
         out["communication"] = self.exposed_communication_s
         return out
 

@@ -121,6 +121,18 @@ def time_op(op: Op, step: Step, model: ModelConfig, sharding: Sharding, device: 
     return OpTime(op, np.asarray(compute, dtype=float), np.asarray(memory, dtype=float), np.float64(op.kernels * launch_s))
 
 
+def split_by_bound(op_times) -> dict[str, np.ndarray]:
+    """Sum ``(OpTime, times)`` pairs into compute-bound, memory-bound and launch-overhead seconds."""
+    out = {k: np.float64(0.0) for k in ("compute", "memory", "overhead")}
+    for o, times in op_times:
+        busy = np.maximum(o.compute_s, o.memory_s) * times
+        is_compute = o.compute_s >= o.memory_s
+        out["compute"] = out["compute"] + np.where(is_compute, busy, 0.0)
+        out["memory"] = out["memory"] + np.where(is_compute, 0.0, busy)
+        out["overhead"] = out["overhead"] + o.overhead_s * times
+    return out
+
+
 @dataclass(frozen=True, eq=False)
 class StepCost:
     """The time of one step on one GPU of the layout, with its breakdown."""
@@ -147,15 +159,8 @@ class StepCost:
         overhead to ``overhead``; collectives to ``communication``. The parts
         add up to ``time_s``.
         """
-        out = {k: np.zeros(np.shape(self.time_s)) for k in ("compute", "memory", "overhead", "communication")}
-        for o in self.ops:
-            busy = np.maximum(o.compute_s, o.memory_s) * o.op.repeat
-            is_compute = o.compute_s >= o.memory_s
-            out["compute"] = out["compute"] + np.where(is_compute, busy, 0.0)
-            out["memory"] = out["memory"] + np.where(is_compute, 0.0, busy)
-            out["overhead"] = out["overhead"] + o.overhead_s * o.op.repeat
-        for c in self.comms:
-            out["communication"] = out["communication"] + c.total_s
+        out = split_by_bound((o, o.op.repeat) for o in self.ops)
+        out["communication"] = sum((c.total_s for c in self.comms), np.zeros(np.shape(self.time_s)))
         return out
 
     @property
