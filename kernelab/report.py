@@ -12,6 +12,9 @@ from hwmodels.plot import roofline_figure
 from hwmodels.units import format_si
 from kernelab import __version__
 from sim import get_model, step_operations
+from sim import step as steps
+from sim.cost import step_cost
+from sim.memory import max_batch
 
 # The steps placed on the default report: a latency-bound decode, a batched
 # decode, and a prefill chunk, which land on either side of the ridge point.
@@ -60,6 +63,26 @@ def _placement_table(placements: list[hw.Placement]) -> str:
     return f"<table><tr>{head}</tr>" + "".join(rows) + "</table>"
 
 
+def _steps_table(dev: hw.Device, mdl) -> str:
+    head = "".join(f"<th>{h}</th>" for h in ("step", "time", "tokens/s", "MFU", "MBU", "compute", "memory", "overhead", "communication"))
+    rows = []
+    for kind, b, ctx, t in DEFAULT_STEPS:
+        step = steps.prefill(b, t, ctx) if kind == "prefill" else steps.decode(b, ctx)
+        cost = step_cost(mdl, dev, step)
+        by = cost.time_by_bound()
+        cells = [step.description, format_si(float(cost.time_s), "s"), f"{float(cost.tokens_per_s):,.0f}",
+                 f"{float(cost.mfu):.1%}", f"{float(cost.mbu):.1%}"] + [format_si(float(by[k]), "s") for k in ("compute", "memory", "overhead", "communication")]
+        rows.append("<tr>" + "".join(_cell(c) for c in cells) + "</tr>")
+    return f"<table><tr>{head}</tr>" + "".join(rows) + "</table>"
+
+
+def _max_batch_table(dev: hw.Device, mdl) -> str:
+    contexts = (1024, 4096, 16384, 65536)
+    batch = max_batch(mdl, dev, list(contexts))
+    head = "".join(f"<th>{c} tokens</th>" for c in contexts)
+    return f"<table><tr><th>context</th>{head}</tr><tr>{_cell('largest batch')}" + "".join(_cell(int(b)) for b in batch) + "</tr></table>"
+
+
 def build_report(device: str = "H100-SXM", model: str = "Llama-2-7B", dtype: str = "bf16") -> str:
     """The report as one self-contained HTML page (plotly.js embedded, opens offline)."""
     dev = hw.get_device(device)
@@ -81,6 +104,13 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left;font-size:13px}} th
 <p>Datasheet ceilings (dense). Ridge points in FLOP/byte: {ridges}. Each point is one operation of one decoder layer
 (or the LM head) in the step named in brackets, placed at its device-memory arithmetic intensity.</p>
 {fig.to_html(full_html=False, include_plotlyjs=True)}
+<h2>Steps</h2>
+<p>The step model (<code>sim.cost.step_cost</code>): every operator of the step, each timed as
+max(FLOPs / achievable peak, bytes / achievable bandwidth) + launch overhead, with the device's measured
+achievable fractions; the columns split the step time by what bounds each operator.</p>
+{_steps_table(dev, mdl)}
+<p>Largest decode batch that fits one {html.escape(dev.name)} (weights, KV cache and activations; 10% reserved):</p>
+{_max_batch_table(dev, mdl)}
 <h2>Operations</h2>
 <p>Roofline time per operation: max(FLOPs / peak, bytes / bandwidth) &mdash; a lower bound; the level is the memory roof
 with the largest time.</p>

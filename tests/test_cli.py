@@ -124,6 +124,7 @@ def test_report_writes_a_page_with_the_roofline_and_the_operations(capsys, tmp_p
     page = out.read_text()
     assert "H100-SXM" in page and "Llama-2-7B" in page
     assert "Plotly.newPlot" in page and "mlp_down" in page
+    assert "<h2>Steps</h2>" in page and "largest batch" in page
 
 
 def test_console_script_is_installed():
