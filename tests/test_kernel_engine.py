@@ -1,0 +1,296 @@
+"""Claims about the cycle-level kernel engine (sim.kernel): closed forms, bounds, order, errors."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import hwmodels as hw
+from sim.kernel import DeadlockError, ProgramBuilder, fma, load, mma, occupancy, rates, signal, simulate, store, wait
+
+DEVICES = ["A100-SXM-80GB", "H100-SXM", "L40S"]
+REL = 1e-9
+
+
+@pytest.fixture(params=DEVICES)
+def dev(request):
+    return hw.get_device(request.param)
+
+
+def one_kernel(n, phases, threads=128, regs=64, smem=0):
+    b = ProgramBuilder()
+    b.kernel("k", threads=threads, regs=regs, smem=smem).ctas(n, phases)
+    return b.build()
+
+
+def test_single_cta_time_is_the_sum_of_its_phases_closed_forms(dev):
+    r = rates(dev, launch=0.0)
+    L, F, G, S, H = 3e6, 5e9, 2e7, 1e6, 0.25
+    prog = one_kernel(1, [load(L), mma(F, "bf16"), fma(G), load(L, l2_hit_fraction=H), store(S)])
+    res = simulate(prog, dev, launch=0.0)
+    expect = (
+        L / r.hbm_bytes_per_cycle
+        + F / r.tensor_flops_per_cycle_per_sm["bf16"]
+        + G / r.cuda_flops_per_cycle_per_sm
+        + max((1 - H) * L / r.hbm_bytes_per_cycle, H * L / r.l2_bytes_per_cycle)  # both parts at once
+        + S / r.hbm_bytes_per_cycle
+    )
+    assert res.cycles == pytest.approx(expect, rel=REL)
+    assert res.seconds == pytest.approx(expect / dev.clock_hz, rel=REL)
+    assert res.events == 5
+    cal = hw.calibration(dev)
+    assert r.tensor_flops_per_cycle_per_sm["bf16"] == pytest.approx(
+        dev.peak("bf16") * cal.gemm_fraction["bf16"] / dev.sm_count / dev.clock_hz)
+    # the launch overhead comes before the kernel
+    launched = simulate(prog, dev, launch="kernel")
+    assert launched.cycles == pytest.approx(expect + cal.kernel_launch_s * dev.clock_hz, rel=REL)
+
+
+def test_littles_law_cap_limits_one_cta(dev):
+    cal = hw.calibration(dev)
+    inflight = 32 * 1024
+    res = simulate(one_kernel(1, [load(1e6)]), dev, launch=0.0, load_bytes_in_flight=inflight)
+    assert res.cycles == pytest.approx(1e6 / (inflight / cal.dram_latency_cycles), rel=REL)
+
+
+@pytest.mark.parametrize("fill", [1.0, 0.37])
+def test_identical_memory_bound_ctas_in_one_wave_take_bytes_over_bandwidth(dev, fill):
+    prog0 = one_kernel(1, [load(1.0)], regs=64)
+    occ = occupancy(dev, 128, 64).ctas_per_sm
+    n = max(1, int(dev.sm_count * occ * fill))
+    nbytes = 2.5e6
+    res = simulate(one_kernel(n, [load(nbytes)]), dev, launch=0.0)
+    assert res.cycles == pytest.approx(n * nbytes / rates(dev, launch=0.0).hbm_bytes_per_cycle, rel=REL)
+    assert res.achieved_hbm_bytes_per_s == pytest.approx(hw.calibration(dev).achievable_hbm_bytes_per_s(dev), rel=REL)
+    assert res.tail_fraction == 0.0
+    assert prog0.n_ctas == 1
+
+
+def roofline_cycles(prog, dev):
+    r = rates(dev, launch=0.0)
+    c = prog.cost()
+    mma_cycles = sum(
+        prog.amount[(prog.kind == 1) & (prog.dtype == hw.DTYPES.index(d))].sum() / r.tensor_flops_per_cycle_per_sm[d]
+        for d in r.tensor_flops_per_cycle_per_sm
+    )
+    return max(
+        (c["hbm_load_bytes"] + c["store_bytes"]) / r.hbm_bytes_per_cycle,
+        c["l2_load_bytes"] / r.l2_bytes_per_cycle,
+        mma_cycles / dev.sm_count,
+        c["fma_flops"] / r.cuda_flops_per_cycle_per_sm / dev.sm_count,
+    )
+
+
+amounts = st.floats(min_value=0.0, max_value=1e7, allow_nan=False)
+phase = st.one_of(
+    st.builds(load, amounts, st.sampled_from([0.0, 0.5, 1.0])),
+    st.builds(mma, amounts.map(lambda x: x * 1e3), st.sampled_from(["bf16", "fp16", "fp32"])),
+    st.builds(fma, amounts),
+    st.builds(store, amounts),
+)
+kernel = st.tuples(
+    st.lists(st.tuples(st.integers(0, 400), st.lists(phase, min_size=1, max_size=4)), min_size=1, max_size=3),
+    st.sampled_from([(128, 128, 64 * 1024), (256, 64, 0), (64, 255, 16 * 1024), (512, 32, 90 * 1024)]),
+)
+programs = st.lists(kernel, min_size=1, max_size=2)
+
+
+def build(spec):
+    b = ProgramBuilder()
+    for i, (groups, (threads, regs, smem)) in enumerate(spec):
+        k = b.kernel(f"k{i}", threads=threads, regs=regs, smem=smem)
+        for n, phases in groups:
+            k.ctas(n, phases)
+    return b.build()
+
+
+@pytest.mark.parametrize("name", DEVICES)
+@settings(max_examples=25, deadline=None)
+@given(spec=programs)
+def test_no_result_beats_the_roofline_bound(name, spec):
+    dev = hw.get_device(name)
+    prog = build(spec)
+    res = simulate(prog, dev, launch=0.0)
+    assert res.cycles >= roofline_cycles(prog, dev) * (1 - REL)
+    assert np.all(res.cta_end >= res.cta_start)
+    assert res.events == prog.n_phases
+
+
+@pytest.mark.parametrize("name", DEVICES)
+@settings(max_examples=25, deadline=None)
+@given(data=st.data())
+def test_a_grid_that_fits_in_one_wave_has_no_tail(name, data):
+    dev = hw.get_device(name)
+    occ = occupancy(dev, 256, 64).ctas_per_sm
+    n = data.draw(st.integers(1, dev.sm_count * occ))
+    phases = data.draw(st.lists(phase, min_size=1, max_size=3))
+    sizes = data.draw(st.lists(st.floats(0.1, 10.0), min_size=n, max_size=n))
+    scaled = [p._replace(amount=p.amount * np.asarray(sizes)) for p in phases]  # uneven CTAs
+    res = simulate(one_kernel(n, scaled, threads=256, regs=64), dev, launch=0.0)
+    assert res.tail_fraction == 0.0
+    assert np.all(res.cta_start == 0.0)
+
+
+def test_wave_quantization_133_ctas_on_132_sms_take_two_waves():
+    dev = hw.get_device("H100-SXM")
+    smem = 200 * 1024  # one CTA per SM
+    assert occupancy(dev, 128, 128, smem).ctas_per_sm == 1
+    one = simulate(one_kernel(1, [mma(1e9)], regs=128, smem=smem), dev, launch=0.0).cycles
+    full = simulate(one_kernel(132, [mma(1e9)], regs=128, smem=smem), dev, launch=0.0)
+    res = simulate(one_kernel(133, [mma(1e9)], regs=128, smem=smem), dev, launch=0.0)
+    assert full.cycles == pytest.approx(one, rel=REL) and full.tail_fraction == 0.0
+    assert res.cycles == pytest.approx(2 * one, rel=REL)
+    assert res.tail_fraction == pytest.approx(0.5, rel=REL)
+    assert res.cta_sm[132] == 0 and res.cta_start[132] == pytest.approx(one, rel=REL)
+    t, busy = res.utilisation()
+    assert list(busy) == [132, 1, 0]
+    assert res.mean_sm_utilisation == pytest.approx(133 / 264, rel=REL)
+
+
+def monotone_spec():
+    return st.lists(
+        st.tuples(st.lists(st.tuples(st.integers(1, 600), st.lists(phase, min_size=1, max_size=3)), min_size=1, max_size=1),
+                  st.sampled_from([(128, 128, 64 * 1024), (256, 64, 0)])),
+        min_size=1, max_size=2,
+    )
+
+
+@pytest.mark.parametrize("name", DEVICES)
+@pytest.mark.parametrize("scale", [{"sm_count": 2}, {"hbm_bytes_per_s": 2}])
+@settings(max_examples=20, deadline=None)
+@given(spec=monotone_spec())
+def test_more_sms_or_more_bandwidth_never_slow_a_kernel_down(name, scale, spec):
+    """Grids of identical CTAs (one phase list per kernel): the scaled device is never slower."""
+    dev = hw.get_device(name)
+    bigger = hw.derive(dev, scale=scale)
+    prog = build(spec)
+    assert simulate(prog, bigger, launch=0.0).cycles <= simulate(prog, dev, launch=0.0).cycles * (1 + REL)
+
+
+def split_k(splits, dev_sms, with_flags=True):
+    b = ProgramBuilder()
+    flags = b.flags(1)
+    partial = [load(4e6), mma(2e9), store(1e5)] + ([signal(flags[0])] if with_flags else [])
+    b.kernel("gemm_splitk", threads=128, regs=128, smem=64 * 1024).ctas(splits, partial)
+    red = b.kernel("reduce", threads=128, regs=32)
+    red.cta().wait(flags[0], splits).load_hbm(1e5 * splits).fma(1e5 * splits).store(1e5)
+    return b.build()
+
+
+def test_split_k_reduction_kernel_adds_the_launch_overhead(dev):
+    prog = split_k(64, dev.sm_count)
+    no_launch = simulate(prog, dev, launch=0.0)
+    launched = simulate(prog, dev, launch="kernel")
+    launch_cycles = hw.calibration(dev).kernel_launch_s * dev.clock_hz
+    assert launched.cycles == pytest.approx(no_launch.cycles + 2 * launch_cycles, rel=REL)
+    assert launched.kernel_start[1] - launched.kernel_end[0] == pytest.approx(launch_cycles, rel=REL)
+    assert launched.kernel_names == ("gemm_splitk", "reduce")
+    graph = simulate(prog, dev, launch="graph")
+    assert graph.cycles < launched.cycles
+    # the reduction alone, run as its own program, costs what it adds
+    b = ProgramBuilder()
+    b.kernel("reduce", threads=128, regs=32).cta().load_hbm(1e5 * 64).fma(1e5 * 64).store(1e5)
+    alone = simulate(b.build(), dev, launch=0.0).cycles
+    assert no_launch.kernel_end[1] - no_launch.kernel_start[1] == pytest.approx(alone, rel=REL)
+
+
+def test_signal_wait_orders_two_ctas(dev):
+    b = ProgramBuilder()
+    f = int(b.flags(1)[0])
+    k = b.kernel("k", threads=128, regs=64)
+    k.cta().wait(f).mma(1e8)        # CTA 0 launched first, but waits
+    k.cta().mma(3e8).signal(f)      # CTA 1 signals when done
+    res = simulate(b.build(), dev, launch=0.0)
+    r = rates(dev, launch=0.0).tensor_flops_per_cycle_per_sm["bf16"]
+    assert res.cta_sm[0] != res.cta_sm[1]
+    assert res.cta_end[1] == pytest.approx(3e8 / r, rel=REL)
+    assert res.cta_end[0] == pytest.approx(4e8 / r, rel=REL)
+
+
+def test_a_wait_never_signalled_is_refused(dev):
+    b = ProgramBuilder()
+    b.kernel("k", threads=128, regs=64).cta().wait(flag=3, count=2)
+    with pytest.raises(DeadlockError, match="flag 3 to reach 2"):
+        simulate(b.build(), dev, launch=0.0)
+
+
+def test_a_wait_whose_signaller_cannot_become_resident_deadlocks(dev):
+    smem = int(dev.smem_per_sm_bytes) - 4096  # one CTA per SM
+    b = ProgramBuilder()
+    f = int(b.flags(1)[0])
+    k = b.kernel("k", threads=128, regs=64, smem=smem)
+    k.ctas(dev.sm_count, [wait(f), load(1e3)])   # fill every slot with waiters
+    k.ctas(1, [signal(f, dev.sm_count)])          # the signaller comes last
+    with pytest.raises(DeadlockError, match="cannot become resident"):
+        simulate(b.build(), dev, launch=0.0)
+    # a signal from a later kernel can never release a wait in an earlier one
+    b = ProgramBuilder()
+    b.kernel("first", threads=128, regs=64).cta().wait(0)
+    b.kernel("second", threads=128, regs=64).cta().signal(0)
+    with pytest.raises(DeadlockError, match="kernel 'first'"):
+        simulate(b.build(), dev, launch=0.0)
+
+
+def test_same_program_gives_an_identical_result(dev):
+    rng = np.random.default_rng(7)
+    n = 3000
+    prog = one_kernel(n, [load(rng.uniform(1e4, 1e6, n), rng.choice([0.0, 0.5], n)), mma(rng.uniform(1e6, 1e9, n)),
+                          store(1e4)], regs=128, smem=48 * 1024)
+    a, b = simulate(prog, dev), simulate(prog, dev)
+    for field in ("cta_sm", "cta_start", "cta_end", "kernel_start", "kernel_end"):
+        assert np.array_equal(getattr(a, field), getattr(b, field))
+    assert a.cycles == b.cycles and a.tail_fraction == b.tail_fraction
+
+
+@pytest.mark.parametrize(
+    "device, threads, regs, smem, expect, limit",
+    [
+        ("A100-SXM-80GB", 128, 128, 64 * 1024, 2, "shared memory"),  # (65536 + 1024) B per CTA, 167936 per SM
+        ("A100-SXM-80GB", 1024, 32, 0, 2, "threads"),                # 32 warps of 64
+        ("A100-SXM-80GB", 32, 16, 0, 32, "CTAs per SM"),
+        ("A100-SXM-80GB", 64, 200, 0, 4, "registers"),               # 6400 regs/warp: 10 warps -> 8 (granularity 4)
+        ("H100-SXM", 256, 64, 0, 4, "registers"),                    # 2048 regs/warp: 32 warps / 8
+        ("H100-SXM", 128, 255, 100 * 1024, 2, "registers"),          # 8192 regs/warp: 8 warps / 4; smem also 2
+        ("H100-SXM", 128, 32, 227 * 1024, 1, "shared memory"),       # the largest opt-in CTA
+        ("L40S", 256, 32, 0, 6, "threads"),                          # 48 warps / 8
+    ],
+)
+def test_occupancy_matches_hand_calculation(device, threads, regs, smem, expect, limit):
+    occ = occupancy(hw.get_device(device), threads, regs, smem)
+    assert occ.ctas_per_sm == expect
+    assert occ.limited_by == limit
+
+
+@pytest.mark.parametrize(
+    "threads, regs, smem, message",
+    [
+        (128, 64, 300 * 1024, "shared memory per CTA exceed the 232448-byte limit"),
+        (128, 64, 227 * 1024 + 1, "shared memory"),
+        (2048, 16, 0, "threads per CTA exceed the limit of 1024"),
+        (128, 256, 0, "registers per thread exceed the limit of 255"),
+        (1024, 128, 0, "exceed the 65536 registers per SM"),
+    ],
+)
+def test_occupancy_refuses_ctas_that_cannot_fit(threads, regs, smem, message):
+    with pytest.raises(hw.InvalidValueError, match=message):
+        occupancy(hw.get_device("H100-SXM"), threads, regs, smem)
+
+
+def test_simulate_refuses_an_impossible_kernel():
+    b = ProgramBuilder()
+    b.kernel("huge", threads=128, regs=64, smem=300 * 1024).ctas(4, [load(1e3)])
+    with pytest.raises(hw.InvalidValueError, match="kernel 'huge'"):
+        simulate(b.build(), hw.get_device("A100-SXM-80GB"))
+
+
+def test_builder_rejects_bad_phases():
+    b = ProgramBuilder()
+    with pytest.raises(hw.InvalidValueError, match="3 values"):
+        b.kernel("k", threads=32, regs=32).ctas(3, [load(np.ones(4))])
+        b.build()
+    b = ProgramBuilder()
+    b.kernel("k", threads=32, regs=32).ctas(2, [load(-1.0)])
+    with pytest.raises(hw.InvalidValueError, match="non-negative"):
+        b.build()
+    with pytest.raises(hw.InvalidValueError, match="unknown dtype"):
+        mma(1.0, "bf17")
