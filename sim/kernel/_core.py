@@ -6,7 +6,8 @@ flow would have received since an arbitrary origin) and a flow that joins with
 ``a`` units finishes when ``V`` reaches ``V_join + a``. A join or a departure
 changes ``r`` but never another flow's finishing value of ``V``; an event costs
 O(log flows) on HBM and L2 (binary heaps) and O(CTAs per SM) on an SM's pipes,
-plus one O(SMs) scan for the next event.
+plus an O(SMs) scan of the pipes' next finishing times. The pipes' virtual
+times are brought up to date lazily, only when a flow joins or leaves.
 """
 
 from __future__ import annotations
@@ -87,9 +88,14 @@ def run_core(kind, a, b, flag, cta_ptr, kernel_ptr, kernel_occ, launch_cycles, n
     slot_fin = np.zeros(n_slot)
     slot_wait = np.zeros(n_slot, np.bool_)
     sm_count = np.zeros(n_sm, np.int64)
-    pV = np.zeros((2, n_sm))
-    pn = np.zeros((2, n_sm), np.int64)
-    pmin = np.full((2, n_sm), np.inf)
+    # SM pipes (index p * n_sm + s; p = 0 tensor, 1 CUDA core), updated lazily: pV is the virtual time
+    # at time plast; pnext is the absolute time at which the pipe's earliest flow finishes.
+    n_pipe = 2 * n_sm
+    pV = np.zeros(n_pipe)
+    plast = np.zeros(n_pipe)
+    pn = np.zeros(n_pipe, np.int64)
+    pmin = np.full(n_pipe, np.inf)
+    pnext = np.full(n_pipe, np.inf)
     hk = np.zeros(n_slot)
     hv = np.zeros(n_slot, np.int64)
     lk = np.zeros(n_slot)
@@ -103,6 +109,7 @@ def run_core(kind, a, b, flag, cta_ptr, kernel_ptr, kernel_occ, launch_cycles, n
 
     ready = np.zeros(n_slot, np.int64)
     rkey = np.zeros(n_slot, np.int64)
+    zero1 = np.zeros(1, np.int64)
     nr = 0
 
     now = 0.0
@@ -145,13 +152,15 @@ def run_core(kind, a, b, flag, cta_ptr, kernel_ptr, kernel_occ, launch_cycles, n
                 if d < dt:
                     dt = d
                     which = -2
-            for s in range(n_sm):
-                for p in range(2):
-                    if pn[p, s] > 0:
-                        d = (pmin[p, s] - pV[p, s]) * pn[p, s]
-                        if d < dt:
-                            dt = d
-                            which = 2 * s + p
+            tp = np.inf
+            wp = -1
+            for q in range(n_pipe):
+                if pnext[q] < tp:
+                    tp = pnext[q]
+                    wp = q
+            if wp >= 0 and tp - now < dt:
+                dt = tp - now
+                which = wp
             if which == -3:
                 status = DEADLOCK
                 for slot in range(n_slot):
@@ -168,19 +177,12 @@ def run_core(kind, a, b, flag, cta_ptr, kernel_ptr, kernel_occ, launch_cycles, n
                 break
             if dt < 0.0:
                 dt = 0.0
-            now += dt
-            # ---- advance every resource's virtual time to `now`
+            now = pnext[which] if which >= 0 else now + dt
+            # ---- advance the shared resources' virtual time to `now` (the SM pipes lazily, below)
             if hsize > 0:
                 Vh = hk[0] if which == -1 else Vh + rh * dt
             if lsize > 0:
                 Vl = lk[0] if which == -2 else Vl + rl * dt
-            for s in range(n_sm):
-                for p in range(2):
-                    if pn[p, s] > 0:
-                        if which == 2 * s + p:
-                            pV[p, s] = pmin[p, s]
-                        else:
-                            pV[p, s] += dt / pn[p, s]
             # ---- complete the flows that have finished
             nr = 0
             while hsize > 0 and hk[0] <= Vh + REL_TOL * abs(Vh):
@@ -197,31 +199,42 @@ def run_core(kind, a, b, flag, cta_ptr, kernel_ptr, kernel_occ, launch_cycles, n
                 if cta_pending[c] == 0:
                     ready[nr] = c
                     nr += 1
-            for s in range(n_sm):
-                for p in range(2):
-                    if pn[p, s] > 0 and pmin[p, s] <= pV[p, s] + REL_TOL * abs(pV[p, s]):
-                        lim = pV[p, s] + REL_TOL * abs(pV[p, s])
-                        m = np.inf
-                        for slot in range(s * occ_max, s * occ_max + occ_max):
-                            if slot_pipe[slot] == p:
-                                if slot_fin[slot] <= lim:
-                                    slot_pipe[slot] = -1
-                                    pn[p, s] -= 1
-                                    c = slot_cta[slot]
-                                    cta_pending[c] -= 1
-                                    if cta_pending[c] == 0:
-                                        ready[nr] = c
-                                        nr += 1
-                                elif slot_fin[slot] < m:
-                                    m = slot_fin[slot]
-                        pmin[p, s] = m
+            tlim = now + REL_TOL * now
+            for q in range(n_pipe):
+                if pnext[q] <= tlim:
+                    if q == which:
+                        pV[q] = pmin[q]
+                    else:
+                        pV[q] += (now - plast[q]) / pn[q]
+                    plast[q] = now
+                    p = q // n_sm
+                    s = q - p * n_sm
+                    lim = pV[q] + REL_TOL * abs(pV[q])
+                    m = np.inf
+                    for slot in range(s * occ_max, s * occ_max + occ_max):
+                        if slot_pipe[slot] == p:
+                            if slot_fin[slot] <= lim:
+                                slot_pipe[slot] = -1
+                                pn[q] -= 1
+                                c = slot_cta[slot]
+                                cta_pending[c] -= 1
+                                if cta_pending[c] == 0:
+                                    ready[nr] = c
+                                    nr += 1
+                            elif slot_fin[slot] < m:
+                                m = slot_fin[slot]
+                    pmin[q] = m
+                    pnext[q] = now + (m - pV[q]) * pn[q] if pn[q] > 0 else np.inf
 
         # ---- settle: advance ready CTAs, release waiters, dispatch, until nothing changes at `now`
         while True:
             if nr > 0:
-                for i in range(nr):
-                    rkey[i] = cta_sm[ready[i]] * n_cta + ready[i]
-                order = np.argsort(rkey[:nr])
+                if nr == 1:
+                    order = zero1
+                else:
+                    for i in range(nr):
+                        rkey[i] = cta_sm[ready[i]] * n_cta + ready[i]
+                    order = np.argsort(rkey[:nr])
                 signalled = False
                 for oi in range(nr):
                     c = ready[order[oi]]
@@ -263,12 +276,17 @@ def run_core(kind, a, b, flag, cta_ptr, kernel_ptr, kernel_occ, launch_cycles, n
                         else:  # MMA or FMA
                             if a[ph] > 0.0:
                                 p = 0 if kd == MMA else 1
-                                fin = pV[p, s] + a[ph]
+                                q = p * n_sm + s
+                                if pn[q] > 0:
+                                    pV[q] += (now - plast[q]) / pn[q]
+                                plast[q] = now
+                                fin = pV[q] + a[ph]
                                 slot_pipe[slot] = p
                                 slot_fin[slot] = fin
-                                pn[p, s] += 1
-                                if fin < pmin[p, s]:
-                                    pmin[p, s] = fin
+                                pn[q] += 1
+                                if fin < pmin[q]:
+                                    pmin[q] = fin
+                                pnext[q] = now + (pmin[q] - pV[q]) * pn[q]
                                 started = 1
                         if started > 0:
                             cta_pending[c] = started
