@@ -46,6 +46,9 @@ Time is kept in SM clock cycles (``device.clock_hz``). The semantics:
 No phase finishes faster than its resource allows and resources never exceed
 their capacity, so the result respects the roofline bound
 ``cycles >= max(HBM bytes / B, L2 bytes / B_L2, tensor cycles / sm_count, CUDA cycles / sm_count)``.
+More SMs or more bandwidth never slow down a grid of identical CTAs (tested);
+grids of uneven CTAs can show list-scheduling anomalies (Graham, 1969) of a
+few percent, as greedy in-order dispatch does on real GPUs too.
 """
 
 from __future__ import annotations
