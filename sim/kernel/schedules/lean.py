@@ -1,0 +1,193 @@
+"""LeanAttention decode: stream-K over the flattened (batch x KV-head x KV-tile) space.
+
+Sanovar, Bharadwaj, St. Amant, Rühle, Rajmohan, "Lean Attention: Hardware-Aware
+Scalable Attention Mechanism for the Decode-Phase of Transformers",
+arXiv:2405.10480. What is modelled, after the paper's sections:
+
+- *Softmax re-scaling as a reduction* (sec. 3, "LeanAttention" / the
+  associativity of the softmax re-scaling): a (query, key-range) partial result
+  ``(O_i, m_i, l_i)`` (un-normalised output, running max, running sum; here
+  written as the output and its log-sum-exp) can be merged in any order, so
+  the key range of one output tile can be cut anywhere.
+- *LeanTile and the stream-K partition* (sec. 4): the unit of work is a
+  *LeanTile*, one key block (``KEY_BLOCK`` = 128 keys at head_dim 128) of one
+  (sequence, KV head) against all the query rows of that KV head (the query
+  heads of a GQA group packed into the tile rows, as the split-KV kernel
+  does). All ``sum over (b, h_kv) of ceil(context / 128)`` LeanTiles are laid
+  end to end and cut into ``G`` equal contiguous shares, ``G = sm_count x
+  occupancy`` (a one-wave grid: every CTA resident at once, so spinning on a
+  flag can never deadlock). CTA ``c`` takes tiles ``[floor(c T / G),
+  floor((c+1) T / G))``.
+- *Host and finishing CTAs, fixup* (sec. 4): a share that spans an output
+  tile's boundary yields partial results. The *host* CTA of an output tile
+  (here: the one holding its last LeanTile, as the issue states the paper's
+  convention) waits until every other CTA that touched that output tile has
+  written its partial ``(O, LSE)`` (fp32) and signalled a flag, then reads
+  them, merges with its own and writes ``O``. An output tile a CTA holds
+  whole is written at once, with no partial.
+
+Order inside a CTA (a choice of this model): the non-host partial (the start
+of the output tile that continues in the next CTA) first, so it is signalled
+early; then the whole output tiles; then the host part and its fixup, so the
+host rarely waits (all shares are equal, so all CTAs finish together).
+
+The per-tile costs are :mod:`sim.kernel.schedules.split_kv`'s (same K/V bytes,
+same padded tile rows, same softmax work), so Lean and FlashDecoding differ
+only in how the work is cut and in the separate combine kernel.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from hwmodels.calibration import calibration
+from hwmodels.device import Device
+from hwmodels.errors import InvalidValueError
+from sim.kernel.occupancy import occupancy
+from sim.kernel.program import ProgramBuilder, fma, load, mma, signal, store, wait
+from sim.kernel.schedules.problem import AttentionProblem
+from sim.kernel.schedules.registry import Schedule, register
+
+KEY_BLOCK = 128  # keys per LeanTile (kBlockN of FA2's split-KV kernel at head_dim 128)
+ROW_BLOCK = 64  # tile rows (kBlockM of the split-KV kernel)
+THREADS = 128  # 4 warps
+REGS = 255
+PARTIAL_BYTES = 4.0  # partial O and LSE in fp32
+MERGE_FLOPS_PER_ELEMENT = 4.0  # two exp-scalings, an add and the final divide, per output element and partial
+
+
+def softmax_flops_per_score(device: Device) -> float:
+    """CUDA-core FLOPs that stand for one softmax score: scale, max, subtract, sum, plus the exponential.
+
+    The engine has no special-function pipe; the exponential costs as many
+    fp32-pipe cycles as it takes on the SFUs (``peak(fp32) / sfu_ops_per_s``
+    FLOPs), which keeps the analytic model's "exponentials in series" term.
+    """
+    base = 4.0
+    if device.sfu_ops_per_s:
+        base += device.peak("fp32") / device.sfu_ops_per_s
+    return base
+
+
+def tile_rows(problem: AttentionProblem, query_tokens: int | None = None) -> tuple[int, int]:
+    """(packed query rows per KV head, rows computed: padded to whole ``ROW_BLOCK`` tiles)."""
+    q = problem.query_tokens if query_tokens is None else query_tokens
+    rows = q * problem.group
+    return rows, int(math.ceil(rows / ROW_BLOCK) * ROW_BLOCK)
+
+
+def smem_bytes(problem: AttentionProblem) -> int:
+    """Q tile plus one K and one V block in shared memory."""
+    d = problem.head_dim
+    return int(ROW_BLOCK * d * problem.elem_bytes + 2 * KEY_BLOCK * d * problem.kv_elem_bytes)
+
+
+def segment_phases(problem: AttentionProblem, device: Device, keys, rows: int, padded: int, outputs=1.0):
+    """Phases for ``keys`` keys of one or more output tiles (``outputs`` of them, for the Q loads)."""
+    d = problem.head_dim
+    return [
+        load(outputs * rows * d * problem.elem_bytes),  # Q
+        load(np.asarray(keys, float) * 2 * d * problem.kv_elem_bytes),  # K and V
+        mma(np.asarray(keys, float) * 4.0 * padded * d, problem.dtype),  # QK^T and PV on whole tiles
+        fma(np.asarray(keys, float) * padded * softmax_flops_per_score(device)),
+    ]
+
+
+def lean_partition(n_outputs: int, tiles_per_output: int, grid: int) -> list[list[tuple[int, int, int]]]:
+    """Each CTA's segments ``(output, first tile, end tile)`` (tile indices within the output)."""
+    total = n_outputs * tiles_per_output
+    bounds = [c * total // grid for c in range(grid + 1)]
+    shares = []
+    for c in range(grid):
+        lo, hi, segs = bounds[c], bounds[c + 1], []
+        t = lo
+        while t < hi:
+            o = t // tiles_per_output
+            end = min(hi, (o + 1) * tiles_per_output)
+            segs.append((o, t - o * tiles_per_output, end - o * tiles_per_output))
+            t = end
+        shares.append(segs)
+    return shares
+
+
+def build_lean(problem: AttentionProblem, device: Device, b: ProgramBuilder | None = None, name: str = "lean") -> tuple[ProgramBuilder, dict]:
+    """Add the LeanAttention kernel to ``b`` (a new builder if ``None``); returns it and what was chosen."""
+    b = b or ProgramBuilder()
+    d, L = problem.head_dim, problem.context
+    rows, padded = tile_rows(problem)
+    smem = smem_bytes(problem)
+    occ = occupancy(device, THREADS, REGS, smem, name=f"kernel {name!r}").ctas_per_sm
+    n_out = problem.batch * problem.kv_heads
+    n_tiles = math.ceil(L / KEY_BLOCK)
+    total = n_out * n_tiles
+    grid = min(device.sm_count * occ, total)  # never an empty CTA
+    shares = lean_partition(n_out, n_tiles, grid)
+    last_keys = L - (n_tiles - 1) * KEY_BLOCK
+
+    def keys_of(t0, t1):
+        return (t1 - t0) * KEY_BLOCK - (KEY_BLOCK - last_keys if t1 == n_tiles else 0)
+
+    # CTAs touching each output tile, and one flag per output tile that is split
+    touching = np.zeros(n_out, np.int64)
+    for segs in shares:
+        for o, _, _ in segs:
+            touching[o] += 1
+    flags = b.flags(n_out)
+    partial = rows * (d + 1) * PARTIAL_BYTES
+    out_bytes = rows * d * problem.elem_bytes
+    hit = 1.0 if calibration(device).l2_bytes_per_s else 0.0  # partials just written: read back from L2
+    k = b.kernel(name, threads=THREADS, regs=REGS, smem=smem)
+    n_partials = n_hosts = 0
+    for segs in shares:
+        cta = k.cta()
+        whole = [s for s in segs if s[1] == 0 and s[2] == n_tiles]
+        heads = [s for s in segs if s[1] > 0 and s[2] == n_tiles]  # host: holds the last tile, others before it
+        tails = [s for s in segs if s[2] < n_tiles]  # continues in the next CTA: a partial
+        for o, t0, t1 in tails:
+            cta.phases.extend(segment_phases(problem, device, keys_of(t0, t1), rows, padded))
+            cta.store(partial).signal(int(flags[o]))
+            n_partials += 1
+        if whole:
+            cta.phases.extend(segment_phases(problem, device, sum(keys_of(*s[1:]) for s in whole), rows, padded, len(whole)))
+            cta.store(out_bytes * len(whole))
+        for o, t0, t1 in heads:
+            cta.phases.extend(segment_phases(problem, device, keys_of(t0, t1), rows, padded))
+            others = int(touching[o] - 1)
+            cta.wait(int(flags[o]), others)
+            cta.load_hbm(others * partial, hit)
+            cta.fma(others * rows * d * MERGE_FLOPS_PER_ELEMENT)
+            cta.store(out_bytes)
+            n_hosts += 1
+    info = {
+        "grid": grid,
+        "occupancy": occ,
+        "lean_tiles": total,
+        "tiles_per_cta": total / grid,
+        "output_tiles": n_out,
+        "partials": n_partials,
+        "host_fixups": n_hosts,
+        "rows_per_tile": rows,
+        "padded_rows": padded,
+        "key_block": KEY_BLOCK,
+    }
+    return b, info
+
+
+def in_flight_bytes(problem: AttentionProblem) -> float:
+    """Bytes a CTA keeps in flight: one K and one V block (double-buffered copy of the next block)."""
+    return 2.0 * KEY_BLOCK * problem.head_dim * problem.kv_elem_bytes
+
+
+def check_decode(problem: AttentionProblem, what: str) -> None:
+    if problem.query_tokens != 1 or problem.tree_tokens or problem.prefix:
+        raise InvalidValueError(f"{what} is a decode schedule: query_tokens must be 1 and tree_tokens/prefix 0, got {problem!r}")
+
+
+@register("lean")
+def build(problem: AttentionProblem, device: Device) -> Schedule:
+    """LeanAttention decode (stream-K, one wave, host-CTA fixup): one kernel, no combine kernel."""
+    check_decode(problem, "lean")
+    b, info = build_lean(problem, device)
+    return Schedule(b.build(), in_flight_bytes(problem), info)
