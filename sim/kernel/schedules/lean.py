@@ -10,7 +10,7 @@ arXiv:2405.10480. What is modelled, after the paper's sections:
   written as the output and its log-sum-exp) can be merged in any order, so
   the key range of one output tile can be cut anywhere.
 - *LeanTile and the stream-K partition* (sec. 4): the unit of work is a
-  *LeanTile*, one key block (``KEY_BLOCK`` = 128 keys at head_dim 128) of one
+  *LeanTile*, one key block (the split-KV kernel's ``BLOCK_N``: 128 keys at head_dim 128) of one
   (sequence, KV head) against all the query rows of that KV head (the query
   heads of a GQA group packed into the tile rows, as the split-KV kernel
   does). All ``sum over (b, h_kv) of ceil(context / 128)`` LeanTiles are laid
@@ -46,29 +46,20 @@ from hwmodels.calibration import calibration
 from hwmodels.device import Device
 from hwmodels.errors import InvalidValueError
 from sim.kernel.occupancy import occupancy
-from sim.kernel.program import ProgramBuilder, fma, load, mma, signal, store, wait
+from sim.kernel.program import ProgramBuilder, fma, load, mma
+from sim.kernel.schedules.flash import MAX_CHUNKS, exp_fma_flops
 from sim.kernel.schedules.problem import AttentionProblem
 from sim.kernel.schedules.registry import Schedule, register
+from sim.kernel.schedules.split_kv import BLOCK_M, REGS, THREADS, block_n
 
-KEY_BLOCK = 128  # keys per LeanTile (kBlockN of FA2's split-KV kernel at head_dim 128)
-ROW_BLOCK = 64  # tile rows (kBlockM of the split-KV kernel)
-THREADS = 128  # 4 warps
-REGS = 255
+ROW_BLOCK = BLOCK_M  # tile rows (kBlockM = 64 of the split-KV kernel)
 PARTIAL_BYTES = 4.0  # partial O and LSE in fp32
 MERGE_FLOPS_PER_ELEMENT = 4.0  # two exp-scalings, an add and the final divide, per output element and partial
 
 
 def softmax_flops_per_score(device: Device) -> float:
-    """CUDA-core FLOPs that stand for one softmax score: scale, max, subtract, sum, plus the exponential.
-
-    The engine has no special-function pipe; the exponential costs as many
-    fp32-pipe cycles as it takes on the SFUs (``peak(fp32) / sfu_ops_per_s``
-    FLOPs), which keeps the analytic model's "exponentials in series" term.
-    """
-    base = 4.0
-    if device.sfu_ops_per_s:
-        base += device.peak("fp32") / device.sfu_ops_per_s
-    return base
+    """CUDA-core FLOPs standing for one softmax exponential on the SFUs (as :mod:`.flash` counts it)."""
+    return exp_fma_flops(device)[0]
 
 
 def tile_rows(problem: AttentionProblem, query_tokens: int | None = None) -> tuple[int, int]:
@@ -79,20 +70,28 @@ def tile_rows(problem: AttentionProblem, query_tokens: int | None = None) -> tup
 
 
 def smem_bytes(problem: AttentionProblem) -> int:
-    """Q tile plus one K and one V block in shared memory."""
-    d = problem.head_dim
-    return int(ROW_BLOCK * d * problem.elem_bytes + 2 * KEY_BLOCK * d * problem.kv_elem_bytes)
+    """Q tile plus one K and one V block in shared memory (as the split-KV kernel)."""
+    return int((ROW_BLOCK + 2 * block_n(problem.head_dim)) * problem.head_dim * problem.elem_bytes)
 
 
-def segment_phases(problem: AttentionProblem, device: Device, keys, rows: int, padded: int, outputs=1.0):
-    """Phases for ``keys`` keys of one or more output tiles (``outputs`` of them, for the Q loads)."""
+def segment_phases(problem: AttentionProblem, device: Device, keys: float, rows: int, padded: int, outputs: int = 1):
+    """Phases for ``keys`` keys (whole key blocks computed) of ``outputs`` output tiles.
+
+    Q loaded once per output tile, then up to ``MAX_CHUNKS`` (load K/V, tensor
+    math, exponentials) triples, as :mod:`.split_kv` chunks a CTA's key range.
+    """
     d = problem.head_dim
-    return [
-        load(outputs * rows * d * problem.elem_bytes),  # Q
-        load(np.asarray(keys, float) * 2 * d * problem.kv_elem_bytes),  # K and V
-        mma(np.asarray(keys, float) * 4.0 * padded * d, problem.dtype),  # QK^T and PV on whole tiles
-        fma(np.asarray(keys, float) * padded * softmax_flops_per_score(device)),
-    ]
+    kb = block_n(d)
+    blocks = math.ceil(keys / kb)
+    n = max(1, min(MAX_CHUNKS, blocks))
+    phases = [load(outputs * rows * d * problem.elem_bytes)]
+    for _ in range(n):
+        phases += [
+            load(2.0 * keys * d * problem.kv_elem_bytes / n),
+            mma(4.0 * padded * kb * d * blocks / n, problem.dtype),
+            fma(softmax_flops_per_score(device) * padded * kb * blocks / n),
+        ]
+    return phases
 
 
 def lean_partition(n_outputs: int, tiles_per_output: int, grid: int) -> list[list[tuple[int, int, int]]]:
@@ -120,14 +119,15 @@ def build_lean(problem: AttentionProblem, device: Device, b: ProgramBuilder | No
     smem = smem_bytes(problem)
     occ = occupancy(device, THREADS, REGS, smem, name=f"kernel {name!r}").ctas_per_sm
     n_out = problem.batch * problem.kv_heads
-    n_tiles = math.ceil(L / KEY_BLOCK)
+    kb = block_n(d)
+    n_tiles = math.ceil(L / kb)
     total = n_out * n_tiles
     grid = min(device.sm_count * occ, total)  # never an empty CTA
     shares = lean_partition(n_out, n_tiles, grid)
-    last_keys = L - (n_tiles - 1) * KEY_BLOCK
+    last_keys = L - (n_tiles - 1) * kb
 
     def keys_of(t0, t1):
-        return (t1 - t0) * KEY_BLOCK - (KEY_BLOCK - last_keys if t1 == n_tiles else 0)
+        return (t1 - t0) * kb - (kb - last_keys if t1 == n_tiles else 0)
 
     # CTAs touching each output tile, and one flag per output tile that is split
     touching = np.zeros(n_out, np.int64)
@@ -170,14 +170,14 @@ def build_lean(problem: AttentionProblem, device: Device, b: ProgramBuilder | No
         "host_fixups": n_hosts,
         "rows_per_tile": rows,
         "padded_rows": padded,
-        "key_block": KEY_BLOCK,
+        "key_block": kb,
     }
     return b, info
 
 
 def in_flight_bytes(problem: AttentionProblem) -> float:
     """Bytes a CTA keeps in flight: one K and one V block (double-buffered copy of the next block)."""
-    return 2.0 * KEY_BLOCK * problem.head_dim * problem.kv_elem_bytes
+    return 2.0 * block_n(problem.head_dim) * problem.head_dim * problem.kv_elem_bytes
 
 
 def check_decode(problem: AttentionProblem, what: str) -> None:
