@@ -60,7 +60,7 @@ def _heap_pop(key, val, size):
 
 
 @njit(cache=True)
-def run_core(kind, a, b, flag, cta_ptr, kernel_ptr, kernel_occ, launch_cycles, n_sm,
+def run_core(kind, a, b, flag, cta_ptr, kernel_ptr, kernel_occ, kernel_stages, launch_cycles, n_sm,
              hbm_cap, l2_cap, hbm_flow_cap, l2_flow_cap, n_flags):
     """Simulate; amounts ``a`` are HBM bytes (LOAD, STORE), pipe cycles (MMA, FMA) or counts, ``b`` L2 bytes.
 
@@ -79,6 +79,18 @@ def run_core(kind, a, b, flag, cta_ptr, kernel_ptr, kernel_occ, launch_cycles, n
     cta_phase = cta_ptr[:-1].copy()
     cta_pending = np.zeros(n_cta, np.int64)
     cta_slot = np.full(n_cta, -1, np.int64)
+    # CTAs of kernels with stages >= 2 (see the engine docstring, "Stages"): cta_phase is the
+    # consumer's phase; the producer's next LOAD (or the fence / end that stops it) is cta_lp, the
+    # load in flight cta_lidx (-1: none) with cta_lpend unfinished parts; cta_ahead counts issued
+    # loads whose group's compute is not done (a segment's leading compute counts as one group);
+    # cta_open: the consumer is inside a group; cta_cbusy: a consumer flow (compute, store) runs.
+    cta_lp = np.zeros(n_cta, np.int64)
+    cta_lidx = np.full(n_cta, -1, np.int64)
+    cta_lpend = np.zeros(n_cta, np.int64)
+    cta_ahead = np.zeros(n_cta, np.int64)
+    cta_open = np.zeros(n_cta, np.bool_)
+    cta_cbusy = np.zeros(n_cta, np.bool_)
+    cta_inready = np.zeros(n_cta, np.bool_)
     kernel_start = np.full(n_kernel, np.nan)
     kernel_end = np.full(n_kernel, np.nan)
     info = np.full(4, -1.0)
@@ -117,6 +129,7 @@ def run_core(kind, a, b, flag, cta_ptr, kernel_ptr, kernel_occ, launch_cycles, n
     status = OK
     k = 0
     occ = 1
+    st = 1
     next_cta = 0
     last_cta = 0
     done = 0
@@ -133,6 +146,7 @@ def run_core(kind, a, b, flag, cta_ptr, kernel_ptr, kernel_occ, launch_cycles, n
             next_cta = kernel_ptr[k]
             last_cta = kernel_ptr[k + 1]
             occ = kernel_occ[k]
+            st = kernel_stages[k]
             done = 0
         else:
             # ---- next event: the earliest finishing flow over every resource
@@ -188,15 +202,31 @@ def run_core(kind, a, b, flag, cta_ptr, kernel_ptr, kernel_occ, launch_cycles, n
             while hsize > 0 and hk[0] <= Vh + REL_TOL * abs(Vh):
                 slot, hsize = _heap_pop(hk, hv, hsize)
                 c = slot_cta[slot]
-                cta_pending[c] -= 1
-                if cta_pending[c] == 0:
+                if cta_lidx[c] >= 0:  # the producer's load (stages >= 2; a store never runs beside one)
+                    cta_lpend[c] -= 1
+                    fin_now = cta_lpend[c] == 0
+                    if fin_now:
+                        cta_lidx[c] = -1
+                else:
+                    cta_pending[c] -= 1
+                    fin_now = cta_pending[c] == 0
+                if fin_now and not cta_inready[c]:
+                    cta_inready[c] = True
                     ready[nr] = c
                     nr += 1
             while lsize > 0 and lk[0] <= Vl + REL_TOL * abs(Vl):
                 slot, lsize = _heap_pop(lk, lv, lsize)
                 c = slot_cta[slot]
-                cta_pending[c] -= 1
-                if cta_pending[c] == 0:
+                if cta_lidx[c] >= 0:
+                    cta_lpend[c] -= 1
+                    fin_now = cta_lpend[c] == 0
+                    if fin_now:
+                        cta_lidx[c] = -1
+                else:
+                    cta_pending[c] -= 1
+                    fin_now = cta_pending[c] == 0
+                if fin_now and not cta_inready[c]:
+                    cta_inready[c] = True
                     ready[nr] = c
                     nr += 1
             tlim = now + REL_TOL * now
@@ -218,7 +248,8 @@ def run_core(kind, a, b, flag, cta_ptr, kernel_ptr, kernel_occ, launch_cycles, n
                                 pn[q] -= 1
                                 c = slot_cta[slot]
                                 cta_pending[c] -= 1
-                                if cta_pending[c] == 0:
+                                if cta_pending[c] == 0 and not cta_inready[c]:
+                                    cta_inready[c] = True
                                     ready[nr] = c
                                     nr += 1
                             elif slot_fin[slot] < m:
@@ -238,8 +269,124 @@ def run_core(kind, a, b, flag, cta_ptr, kernel_ptr, kernel_occ, launch_cycles, n
                 signalled = False
                 for oi in range(nr):
                     c = ready[order[oi]]
+                    cta_inready[c] = False
                     slot = cta_slot[c]
                     s = slot // occ_max
+                    if st > 1:
+                        # ---- pipelined CTA: producer (loads) and consumer (everything else), to a fixed point
+                        end = cta_ptr[c + 1]
+                        while True:
+                            moved = False
+                            # producer: the next load, if none is in flight and the window has room
+                            if cta_lidx[c] < 0 and cta_ahead[c] < st:
+                                P = cta_lp[c]
+                                if P < end and kind[P] == LOAD:
+                                    events += 1
+                                    started = 0
+                                    if a[P] > 0.0:
+                                        hsize = _heap_push(hk, hv, hsize, Vh + a[P], slot)
+                                        started += 1
+                                    if b[P] > 0.0:
+                                        lsize = _heap_push(lk, lv, lsize, Vl + b[P], slot)
+                                        started += 1
+                                    cta_ahead[c] += 1
+                                    q = P + 1
+                                    while q < end and (kind[q] == MMA or kind[q] == FMA):
+                                        q += 1
+                                    cta_lp[c] = q
+                                    if started > 0:
+                                        cta_lidx[c] = P
+                                        cta_lpend[c] = started
+                                    moved = True
+                            # consumer
+                            ph = cta_phase[c]
+                            seg = False  # passed a fence: a new segment starts at cta_phase
+                            adv = False  # finished a load group's phase: arrive at cta_phase
+                            if cta_cbusy[c]:
+                                if cta_pending[c] > 0:
+                                    if moved:
+                                        continue
+                                    break
+                                cta_cbusy[c] = False
+                                cta_phase[c] = ph + 1
+                                if kind[ph] == STORE:
+                                    seg = True
+                                else:
+                                    adv = True
+                            elif ph == end:
+                                cta_end[c] = now
+                                slot_cta[slot] = -1
+                                sm_count[s] -= 1
+                                done += 1
+                                break
+                            else:
+                                kd = kind[ph]
+                                if kd == LOAD:
+                                    if ph < cta_lp[c] and cta_lidx[c] != ph:
+                                        cta_phase[c] = ph + 1
+                                        cta_open[c] = True
+                                        adv = True
+                                elif kd == MMA or kd == FMA:
+                                    events += 1
+                                    if a[ph] > 0.0:
+                                        p = 0 if kd == MMA else 1
+                                        q = p * n_sm + s
+                                        if pn[q] > 0:
+                                            pV[q] += (now - plast[q]) / pn[q]
+                                        plast[q] = now
+                                        fin = pV[q] + a[ph]
+                                        slot_pipe[slot] = p
+                                        slot_fin[slot] = fin
+                                        pn[q] += 1
+                                        if fin < pmin[q]:
+                                            pmin[q] = fin
+                                        pnext[q] = now + (pmin[q] - pV[q]) * pn[q]
+                                        cta_pending[c] = 1
+                                        cta_cbusy[c] = True
+                                    else:
+                                        cta_phase[c] = ph + 1
+                                        adv = True
+                                elif kd == STORE:
+                                    events += 1
+                                    if a[ph] > 0.0:
+                                        hsize = _heap_push(hk, hv, hsize, Vh + a[ph], slot)
+                                        cta_pending[c] = 1
+                                        cta_cbusy[c] = True
+                                    else:
+                                        cta_phase[c] = ph + 1
+                                        seg = True
+                                elif kd == SIGNAL:
+                                    fcount[flag[ph]] += np.int64(a[ph])
+                                    signalled = True
+                                    events += 1
+                                    cta_phase[c] = ph + 1
+                                    seg = True
+                                else:  # WAIT
+                                    if fcount[flag[ph]] >= a[ph]:
+                                        events += 1
+                                        cta_phase[c] = ph + 1
+                                        seg = True
+                                    elif not slot_wait[slot]:
+                                        slot_wait[slot] = True
+                                        n_waiting += 1
+                            if seg:  # after a fence: a fresh window, the leading compute as one group
+                                m = cta_phase[c]
+                                q = m
+                                while q < end and (kind[q] == MMA or kind[q] == FMA):
+                                    q += 1
+                                cta_lp[c] = q
+                                cta_open[c] = True
+                                cta_ahead[c] += 1
+                                adv = True
+                            if adv:  # arriving at a load, a fence or the end closes the open group
+                                m = cta_phase[c]
+                                if cta_open[c] and (m == end or (kind[m] != MMA and kind[m] != FMA)):
+                                    cta_open[c] = False
+                                    cta_ahead[c] -= 1
+                                moved = True
+                            if not moved:
+                                break
+                        continue
                     while True:
                         ph = cta_phase[c]
                         if ph == cta_ptr[c + 1]:
@@ -300,8 +447,11 @@ def run_core(kind, a, b, flag, cta_ptr, kernel_ptr, kernel_occ, launch_cycles, n
                             if fcount[flag[ph]] >= a[ph]:
                                 slot_wait[slot] = False
                                 n_waiting -= 1
-                                cta_phase[c] = ph + 1
-                                events += 1
+                                if st == 1:
+                                    cta_phase[c] = ph + 1
+                                    events += 1
+                                # (a pipelined CTA passes its wait itself, as a fence)
+                                cta_inready[c] = True
                                 ready[nr] = c
                                 nr += 1
                 if nr > 0:
@@ -330,6 +480,18 @@ def run_core(kind, a, b, flag, cta_ptr, kernel_ptr, kernel_occ, launch_cycles, n
                 cta_slot[c] = slot
                 cta_sm[c] = best
                 cta_start[c] = now
+                if st > 1:  # the first segment: as after a fence
+                    q = cta_phase[c]
+                    while q < cta_ptr[c + 1] and (kind[q] == MMA or kind[q] == FMA):
+                        q += 1
+                    cta_lp[c] = q
+                    cta_open[c] = True
+                    cta_ahead[c] = 1
+                    m = cta_phase[c]
+                    if m == cta_ptr[c + 1] or (kind[m] != MMA and kind[m] != FMA):
+                        cta_open[c] = False
+                        cta_ahead[c] = 0
+                cta_inready[c] = True
                 ready[nr] = c
                 nr += 1
             if nr == 0:

@@ -8,8 +8,31 @@ Time is kept in SM clock cycles (``device.clock_hz``). The semantics:
   free, each to the SM with the fewest resident CTAs (lowest SM index on ties),
   so the first wave is spread breadth-first (CTA ``i`` on SM ``i``) and later
   CTAs take the slot that freed.
-- **Phases.** A resident CTA runs its phases in order, one at a time (no
-  overlap inside a CTA; overlap comes from the other CTAs on the SM).
+- **Phases.** A resident CTA of a kernel with ``stages = 1`` (the default)
+  runs its phases in order, one at a time (no overlap inside the CTA; overlap
+  comes from the other CTAs on the SM).
+- **Stages** (``KernelLaunch.stages = s >= 2``: ``s`` shared-memory buffers,
+  cp.async multistage / TMA pipelines). A CTA's phase list is cut by its
+  *fences* (STORE, SIGNAL, WAIT) into *segments*; inside a segment, each LOAD
+  ``L_g`` opens *group* ``g``: ``L_g`` and the MMA/FMA phases after it up to
+  the next LOAD (``C_g``); the MMA/FMA phases before the segment's first LOAD
+  are group 0 (compute on data already in shared memory, as if loaded by a
+  ``L_0`` that took no time). The dependencies, nothing else:
+
+  * ``L_g`` starts when ``L_{g-1}`` has finished (one load in flight per CTA,
+    in order) and every phase of group ``g - s`` has finished (its buffer is
+    free): at most ``s - 1`` loads run ahead of the compute that consumes
+    them;
+  * a compute phase of ``C_g`` starts when ``L_g`` and the phase before it
+    have finished (compute in order, one at a time);
+  * a fence starts when every earlier phase has finished, and every later
+    phase starts after it.
+
+  So ``s = 1`` is the serial CTA above, and a CTA alone on the GPU running
+  ``(L_1, M_1), ..., (L_n, M_n)`` with ``s = 2`` takes ``l_1 + sum_{i=2..n}
+  max(l_i, m_{i-1}) + m_n`` (tested). Loads and compute of one CTA run
+  beside each other on different resources (HBM/L2 and the SM's pipes), each
+  as one flow, shared with the other CTAs' flows as below.
 - **HBM.** Loads (the ``1 - l2_hit`` part) and stores are flows that share the
   achievable HBM bandwidth ``B = hbm_bytes_per_s * hbm_fraction / clock_hz``
   bytes/cycle equally: with ``n`` flows each gets ``min(cap, B / n)``.
@@ -274,7 +297,8 @@ def simulate(
 
     t0 = _time.perf_counter()
     status, info, cta_sm, cta_start, cta_end, k_start, k_end, events = _core.run_core(
-        kind, a, b, program.flag, program.cta_ptr, program.kernel_ptr, occ, r.launch_cycles,
+        kind, a, b, program.flag, program.cta_ptr, program.kernel_ptr, occ,
+        np.array([k.stages for k in program.kernels], np.int64), r.launch_cycles,
         device.sm_count, r.hbm_bytes_per_cycle, r.l2_bytes_per_cycle or 0.0, r.hbm_flow_cap, r.l2_flow_cap,
         program.n_flags,
     )

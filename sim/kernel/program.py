@@ -100,13 +100,22 @@ def wait(flag, count=1) -> Phase:
 
 @dataclass(frozen=True)
 class KernelLaunch:
-    """One kernel of the stream: its grid size and the per-CTA resources that set occupancy."""
+    """One kernel of the stream: its grid size, the per-CTA resources that set occupancy, and its pipeline depth.
+
+    ``stages`` is the number of shared-memory buffers the CTA's loads rotate
+    through (cp.async multistage / TMA pipeline). ``1`` (the default): a CTA
+    runs its phases strictly in series. ``s >= 2``: a LOAD may run ahead of the
+    compute phases of the same CTA, at most ``s - 1`` loads ahead of the
+    compute that consumes them; the exact dependencies are in
+    :mod:`sim.kernel.engine`'s docstring ("Stages").
+    """
 
     name: str
     ctas: int
     threads: int
     regs: int
     smem_bytes: int
+    stages: int = 1
 
 
 @dataclass(frozen=True, eq=False)
@@ -187,11 +196,12 @@ class CtaBuilder:
 class KernelBuilder:
     """CTAs of one kernel, in launch order: single ones (:meth:`cta`) or groups (:meth:`ctas`)."""
 
-    def __init__(self, name: str, threads: int, regs: int, smem: int) -> None:
-        for what, value in (("threads", threads), ("regs", regs), ("smem", smem)):
+    def __init__(self, name: str, threads: int, regs: int, smem: int, stages: int = 1) -> None:
+        for what, value in (("threads", threads), ("regs", regs), ("smem", smem), ("stages", stages)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < (0 if what == "smem" else 1):
                 raise InvalidValueError(f"kernel {name!r}: {what} must be a {'non-negative' if what == 'smem' else 'positive'} integer, got {value!r}")
         self.name, self.threads, self.regs, self.smem = name, int(threads), int(regs), int(smem)
+        self.stages = int(stages)
         self.groups: list[tuple[int, Sequence[Phase] | CtaBuilder]] = []
 
     def cta(self) -> CtaBuilder:
@@ -219,8 +229,9 @@ class ProgramBuilder:
         self._kernels: list[KernelBuilder] = []
         self._next_flag = 0
 
-    def kernel(self, name: str, *, threads: int, regs: int, smem: int = 0) -> KernelBuilder:
-        k = KernelBuilder(name, threads, regs, smem)
+    def kernel(self, name: str, *, threads: int, regs: int, smem: int = 0, stages: int = 1) -> KernelBuilder:
+        """A new kernel; ``stages`` >= 2 lets its CTAs' loads run ahead of their compute (see :class:`KernelLaunch`)."""
+        k = KernelBuilder(name, threads, regs, smem, stages)
         self._kernels.append(k)
         return k
 
@@ -237,7 +248,7 @@ class ProgramBuilder:
             for n, spec in k.groups:
                 phases = spec.phases if isinstance(spec, CtaBuilder) else spec
                 _group_arrays(k.name, n, phases, kinds, amounts, flags, hits, dtypes, counts)
-            launches.append(KernelLaunch(k.name, k.n_ctas, k.threads, k.regs, k.smem))
+            launches.append(KernelLaunch(k.name, k.n_ctas, k.threads, k.regs, k.smem, k.stages))
             kernel_sizes.append(k.n_ctas)
         if not launches:
             raise InvalidValueError("a program needs at least one kernel")
