@@ -26,6 +26,10 @@ def _build_step(args: argparse.Namespace):
     return steps.verify(args.batch, args.context, args.tokens or 8, tree_pairs=args.tree_pairs)
 
 
+def _breakdown_text(breakdown: dict) -> str:
+    return ", ".join(f"{k[:-2]} {format_si(v, 's')}" for k, v in breakdown.items())
+
+
 def _predict_context_parallel(args, model, device, step, kwargs, console: Console) -> int:
     from sim.context_parallel import context_parallel_cost
 
@@ -39,8 +43,7 @@ def _predict_context_parallel(args, model, device, step, kwargs, console: Consol
     console.print(f"[bold]{model.name}[/bold] on {rec['gpus']}x [bold]{device.name}[/bold] (CP={args.cp}, TP={args.tp}, "
                   f"{rec['method']}): {step.description}")
     console.print(f"time {format_si(rec['time_s'], 's')}, {rec['tokens_per_s']:,.0f} tokens/s; "
-                  + ", ".join(f"{k[:-2]} {format_si(v, 's')}" for k, v in rec["breakdown"].items())
-                  + f"; {rec['choice_reason']}")
+                  + _breakdown_text(rec["breakdown"]) + f"; {rec['choice_reason']}")
     return 0
 
 
@@ -85,7 +88,7 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
     console.print(f"[bold]{model.name}[/bold] on {rec['n_gpus']}x [bold]{device.name}[/bold] "
                   f"(TP={args.tp}, PP={args.pp}, EP={args.ep}): {step.description}")
     console.print(f"time {format_si(time_s, 's')}, {tokens_per_s:,.0f} tokens/s, MFU {rec['mfu']:.1%}, MBU {rec['mbu']:.1%}; "
-                  + ", ".join(f"{k[:-2]} {format_si(v, 's')}" for k, v in rec["breakdown"].items()))
+                  + _breakdown_text(rec["breakdown"]))
     table = Table(title="per op (one instance; x repeat per step)")
     for col in ("op", "x", "time", "compute", "memory", "overhead", "FLOP/B", "bound"):
         table.add_column(col, justify="left" if col in ("op", "bound") else "right")

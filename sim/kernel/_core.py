@@ -60,6 +60,22 @@ def _heap_pop(key, val, size):
 
 
 @njit(cache=True)
+def _pipe_join(pV, plast, pn, pmin, pnext, q, now, amount):
+    """A compute phase joins pipe ``q`` (processor sharing): advance the pipe's virtual time to
+    ``now``, add the phase, and return its finish in virtual time; ``pnext`` is when the
+    earliest phase on the pipe will finish in real cycles."""
+    if pn[q] > 0:
+        pV[q] += (now - plast[q]) / pn[q]
+    plast[q] = now
+    fin = pV[q] + amount
+    pn[q] += 1
+    if fin < pmin[q]:
+        pmin[q] = fin
+    pnext[q] = now + (pmin[q] - pV[q]) * pn[q]
+    return fin
+
+
+@njit(cache=True)
 def run_core(kind, a, b, flag, cta_ptr, kernel_ptr, kernel_occ, kernel_stages, launch_cycles, n_sm,
              hbm_cap, l2_cap, hbm_flow_cap, l2_flow_cap, n_flags):
     """Simulate; amounts ``a`` are HBM bytes (LOAD, STORE), pipe cycles (MMA, FMA) or counts, ``b`` L2 bytes.
@@ -330,17 +346,8 @@ def run_core(kind, a, b, flag, cta_ptr, kernel_ptr, kernel_occ, kernel_stages, l
                                     events += 1
                                     if a[ph] > 0.0:
                                         p = 0 if kd == MMA else 1
-                                        q = p * n_sm + s
-                                        if pn[q] > 0:
-                                            pV[q] += (now - plast[q]) / pn[q]
-                                        plast[q] = now
-                                        fin = pV[q] + a[ph]
                                         slot_pipe[slot] = p
-                                        slot_fin[slot] = fin
-                                        pn[q] += 1
-                                        if fin < pmin[q]:
-                                            pmin[q] = fin
-                                        pnext[q] = now + (pmin[q] - pV[q]) * pn[q]
+                                        slot_fin[slot] = _pipe_join(pV, plast, pn, pmin, pnext, p * n_sm + s, now, a[ph])
                                         cta_pending[c] = 1
                                         cta_cbusy[c] = True
                                     else:
@@ -423,17 +430,8 @@ def run_core(kind, a, b, flag, cta_ptr, kernel_ptr, kernel_occ, kernel_stages, l
                         else:  # MMA or FMA
                             if a[ph] > 0.0:
                                 p = 0 if kd == MMA else 1
-                                q = p * n_sm + s
-                                if pn[q] > 0:
-                                    pV[q] += (now - plast[q]) / pn[q]
-                                plast[q] = now
-                                fin = pV[q] + a[ph]
                                 slot_pipe[slot] = p
-                                slot_fin[slot] = fin
-                                pn[q] += 1
-                                if fin < pmin[q]:
-                                    pmin[q] = fin
-                                pnext[q] = now + (pmin[q] - pV[q]) * pn[q]
+                                slot_fin[slot] = _pipe_join(pV, plast, pn, pmin, pnext, p * n_sm + s, now, a[ph])
                                 started = 1
                         if started > 0:
                             cta_pending[c] = started
