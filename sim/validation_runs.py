@@ -1,0 +1,175 @@
+"""The step model's pieces against kernelab's own GPU runs (``sim/data/measured/kernelab_*``).
+
+Where :mod:`sim.validation` checks whole-system figures that others published,
+this module checks the cost model one level down, against what we measured
+ourselves on one card (the run folder's README gives the card, clocks, method):
+
+- **GEMMs** (``gemm.csv``, cuBLAS through PyTorch): each row's time against
+  the step model's GEMM cost, ``max(tile- and wave-quantized FLOPs / (peak x
+  gemm_fraction), bytes / (hbm x hbm_fraction))`` (:func:`sim.cost.time_op`),
+  with no launch cost: the run times the kernel alone with CUDA events.
+- **Steps** (``llama_step.csv``): whole decode and prefill steps of
+  Llama-shaped models (random weights, eager PyTorch replayed from a CUDA
+  graph) against :func:`sim.cost.step_cost` with the same layer count.
+- **Kernel classes** (``llama_kernels.csv``, one profiled step per shape): the
+  measured GPU time of the GEMM, attention and other kernels against the step
+  model's GEMM ops, attention op and remaining ops. This says where a step's
+  miss comes from.
+
+Nothing here is fitted: the predictions use the catalog and calibration as
+they are. ``python -m sim.validation_runs`` prints the tables.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import re
+import statistics
+from dataclasses import dataclass
+from importlib import resources
+
+import numpy as np
+
+import hwmodels as hw
+from sim import step as steps
+from sim.cost import step_cost, time_op
+from sim.graph import Op
+from sim.model import get_model
+from sim.precision import Precision
+
+RUN = "kernelab_h100_2026-11-25"
+RUN_DEVICE = "H100-SXM"  # the card of that run, "NVIDIA H100 80GB HBM3" (its environment.json)
+
+_DTYPE = {"bf16": "bf16", "fp16": "fp16", "fp8_e4m3": "fp8", "tf32": "tf32"}
+_IN_BYTES = {"bf16": 2, "fp16": 2, "fp8": 1, "tf32": 4}
+GEMM_OPS = ("qkv_proj", "o_proj", "mlp_up", "mlp_down", "lm_head")
+_GEMM_KERNEL = re.compile(r"nvjet|gemm|cutlass.*(sm90|sm80)_xmma|splitKreduce", re.IGNORECASE)
+_ATTENTION_KERNEL = re.compile(r"flash|fmha|attention", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One measured number and the model's prediction of it."""
+
+    label: str
+    measured_s: float
+    predicted_s: float
+    bound: str = ""
+
+    @property
+    def error(self) -> float:
+        return self.predicted_s / self.measured_s - 1.0
+
+
+def read_csv(name: str, run: str = RUN) -> list[dict]:
+    with resources.as_file(resources.files("sim") / "data" / "measured" / run / name) as path, \
+            open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def gemm_comparisons(run: str = RUN, device: str = RUN_DEVICE) -> list[Comparison]:
+    """Every ``gemm.csv`` row against the step model's GEMM time (no launch cost)."""
+    dev = hw.get_device(device)
+    cal = hw.calibration(dev)
+    out = []
+    for r in read_csv("gemm.csv", run):
+        m, n, k = (float(r[key]) for key in ("m", "n", "k"))
+        dtype = _DTYPE[r["dtype"]]
+        e = _IN_BYTES[dtype]
+        out_bytes = 4 if dtype == "tf32" else 2
+        op = Op("gemm", "gemm", 1, np.float64(2 * m * n * k), np.float64(e * n * k),
+                np.float64(e * m * k + out_bytes * m * n), dtype=dtype,
+                gemm_mnk=(np.float64(m), np.float64(n), np.float64(k)))
+        t = time_op(op, None, None, None, dev, cal, 0.0, "flash")
+        out.append(Comparison(f"{r['shape']} {r['dtype']} {int(m)}x{int(n)}x{int(k)}", float(r["time_s"]),
+                              float(t.time_s), str(t.bound)))
+    return out
+
+
+def _run_model(row: dict):
+    return dataclasses.replace(get_model(row["model"]), num_layers=int(row["layers"]))
+
+
+def _run_step(row: dict) -> steps.Step:
+    batch = int(row["batch"])
+    if row["kind"] == "decode":
+        return steps.decode(batch, int(row["context"]))
+    return steps.prefill(batch, int(row.get("new_tokens") or row["length"]))
+
+
+def step_comparisons(run: str = RUN, device: str = RUN_DEVICE) -> list[Comparison]:
+    """Every ``llama_step.csv`` row against :func:`sim.cost.step_cost` (bf16, CUDA graphs)."""
+    dev = hw.get_device(device)
+    out = []
+    for r in read_csv("llama_step.csv", run):
+        cost = step_cost(_run_model(r), dev, _run_step(r), Precision())
+        label = f"{r['model']} ({r['layers']} layers) {r['kind']} batch {r['batch']} " + (
+            f"context {r['context']}" if r["kind"] == "decode" else f"{r['new_tokens']} tokens")
+        by_bound = {k: float(np.sum(v)) for k, v in cost.time_by_bound().items()}
+        out.append(Comparison(label, float(r["time_s"]), float(cost.time_s), max(by_bound, key=by_bound.get)))
+    return out
+
+
+def kernel_class(kernel_name: str) -> str:
+    """``gemm``, ``attention`` or ``other`` for a profiled kernel's name."""
+    if _ATTENTION_KERNEL.search(kernel_name):
+        return "attention"
+    return "gemm" if _GEMM_KERNEL.search(kernel_name) else "other"
+
+
+def class_comparisons(run: str = RUN, device: str = RUN_DEVICE) -> list[Comparison]:
+    """Per profiled step, the GEMM / attention / other GPU time against the model's ops of that class."""
+    dev = hw.get_device(device)
+    measured: dict[tuple, dict[str, float]] = {}
+    for r in read_csv("llama_kernels.csv", run):
+        key = (r["model"], r["layers"], r["kind"], r["batch"], r["length"])
+        by_class = measured.setdefault(key, {"gemm": 0.0, "attention": 0.0, "other": 0.0})
+        by_class[kernel_class(r["kernel"])] += float(r["total_time_s"])
+    out = []
+    for (model, layers, kind, batch, length), by_class in measured.items():
+        row = {"model": model, "layers": layers, "kind": kind, "batch": batch,
+               "context": length, "new_tokens": length}
+        cost = step_cost(_run_model(row), dev, _run_step(row), Precision())
+        predicted = {"gemm": 0.0, "attention": 0.0, "other": 0.0}
+        for ot in cost.ops:
+            cls = "gemm" if ot.op.name in GEMM_OPS else ("attention" if ot.op.kind == "attention" else "other")
+            predicted[cls] += float(np.sum(ot.total_s))
+        for cls in ("gemm", "attention", "other"):
+            out.append(Comparison(f"{model} {kind} batch {batch} length {length}: {cls}",
+                                  by_class[cls], predicted[cls], cls))
+    return out
+
+
+def stats(comparisons: list[Comparison]) -> dict:
+    errors = [abs(c.error) for c in comparisons]
+    return {"rows": len(errors), "median_abs_error": statistics.median(errors) if errors else None,
+            "max_abs_error": max(errors) if errors else None,
+            "median_error": statistics.median(c.error for c in comparisons) if comparisons else None}
+
+
+def compute_bound_gemms(comparisons: list[Comparison], min_rows: int = 1024) -> list[Comparison]:
+    """Rows the model calls compute-bound with at least ``min_rows`` rows (m): tile-level efficiency, not ramp-up."""
+    return [c for c in comparisons if c.bound == "compute" and int(c.label.split()[-1].split("x")[0]) >= min_rows]
+
+
+def memory_bound_gemms(comparisons: list[Comparison]) -> list[Comparison]:
+    """Rows the model calls memory-bound and that are not the tiny square sizes (below 2048)."""
+    return [c for c in comparisons if c.bound == "memory" and not c.label.startswith("square")]
+
+
+def _table(title: str, comparisons: list[Comparison]) -> str:
+    lines = [f"### {title}", "", "| setting | measured | predicted | error | model's bound |", "|---|---|---|---|---|"]
+    lines += [f"| {c.label} | {c.measured_s * 1e6:.1f} µs | {c.predicted_s * 1e6:.1f} µs | {c.error:+.1%} | {c.bound} |"
+              for c in comparisons]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m sim.validation_runs
+    gemms = gemm_comparisons()
+    for title, rows in (("GEMMs, compute-bound, m >= 1024", compute_bound_gemms(gemms)),
+                        ("GEMMs, memory-bound", memory_bound_gemms(gemms)),
+                        ("Steps", step_comparisons()),
+                        ("Kernel classes of profiled steps", class_comparisons())):
+        print(_table(title, rows))
+        print("\n", stats(rows), "\n")
