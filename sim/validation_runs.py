@@ -38,8 +38,10 @@ from sim.graph import Op
 from sim.model import get_model
 from sim.precision import Precision
 
+#: run folder -> the catalog device it was measured on (its environment.json names the card)
+RUNS = {"kernelab_h100_2026-11-25": "H100-SXM", "kernelab_h200_2026-11-25": "H200"}
 RUN = "kernelab_h100_2026-11-25"
-RUN_DEVICE = "H100-SXM"  # the card of that run, "NVIDIA H100 80GB HBM3" (its environment.json)
+RUN_DEVICE = RUNS[RUN]
 
 _DTYPE = {"bf16": "bf16", "fp16": "fp16", "fp8_e4m3": "fp8", "tf32": "tf32"}
 _IN_BYTES = {"bf16": 2, "fp16": 2, "fp8": 1, "tf32": 4}
@@ -68,9 +70,9 @@ def read_csv(name: str, run: str = RUN) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
-def gemm_comparisons(run: str = RUN, device: str = RUN_DEVICE) -> list[Comparison]:
+def gemm_comparisons(run: str = RUN, device: str | None = None) -> list[Comparison]:
     """Every ``gemm.csv`` row against the step model's GEMM time (no launch cost)."""
-    dev = hw.get_device(device)
+    dev = hw.get_device(device or RUNS[run])
     cal = hw.calibration(dev)
     out = []
     for r in read_csv("gemm.csv", run):
@@ -98,9 +100,9 @@ def _run_step(row: dict) -> steps.Step:
     return steps.prefill(batch, int(row.get("new_tokens") or row["length"]))
 
 
-def step_comparisons(run: str = RUN, device: str = RUN_DEVICE) -> list[Comparison]:
+def step_comparisons(run: str = RUN, device: str | None = None) -> list[Comparison]:
     """Every ``llama_step.csv`` row against :func:`sim.cost.step_cost` (bf16, CUDA graphs)."""
-    dev = hw.get_device(device)
+    dev = hw.get_device(device or RUNS[run])
     out = []
     for r in read_csv("llama_step.csv", run):
         cost = step_cost(_run_model(r), dev, _run_step(r), Precision())
@@ -118,9 +120,9 @@ def kernel_class(kernel_name: str) -> str:
     return "gemm" if _GEMM_KERNEL.search(kernel_name) else "other"
 
 
-def class_comparisons(run: str = RUN, device: str = RUN_DEVICE) -> list[Comparison]:
+def class_comparisons(run: str = RUN, device: str | None = None) -> list[Comparison]:
     """Per profiled step, the GEMM / attention / other GPU time against the model's ops of that class."""
-    dev = hw.get_device(device)
+    dev = hw.get_device(device or RUNS[run])
     measured: dict[tuple, dict[str, float]] = {}
     for r in read_csv("llama_kernels.csv", run):
         key = (r["model"], r["layers"], r["kind"], r["batch"], r["length"])
@@ -148,11 +150,6 @@ def stats(comparisons: list[Comparison]) -> dict:
             "median_error": statistics.median(c.error for c in comparisons) if comparisons else None}
 
 
-def compute_bound_gemms(comparisons: list[Comparison], min_rows: int = 1024) -> list[Comparison]:
-    """Rows the model calls compute-bound with at least ``min_rows`` rows (m): tile-level efficiency, not ramp-up."""
-    return [c for c in comparisons if c.bound == "compute" and int(c.label.split()[-1].split("x")[0]) >= min_rows]
-
-
 def memory_bound_gemms(comparisons: list[Comparison]) -> list[Comparison]:
     """Rows the model calls memory-bound and that are not the tiny square sizes (below 2048)."""
     return [c for c in comparisons if c.bound == "memory" and not c.label.startswith("square")]
@@ -165,11 +162,30 @@ def _table(title: str, comparisons: list[Comparison]) -> str:
     return "\n".join(lines)
 
 
+def summary(run: str = RUN) -> dict[str, dict]:
+    """The README's table for one run: error statistics per family."""
+    gemms = gemm_comparisons(run)
+    long = [c for c in gemms if c.measured_s >= 100e-6]
+    classes = class_comparisons(run)
+    return {
+        "compute-bound GEMMs >= 100 us": stats([c for c in long if c.bound == "compute"]),
+        "memory-bound GEMMs >= 100 us": stats([c for c in long if c.bound == "memory"]),
+        "memory-bound GEMMs, all": stats(memory_bound_gemms(gemms)),
+        "GEMM time of a profiled step": stats([c for c in classes if c.bound == "gemm"]),
+        "attention time of a profiled step": stats([c for c in classes if c.bound == "attention"]),
+        "whole steps": stats(step_comparisons(run)),
+    }
+
+
 if __name__ == "__main__":  # python -m sim.validation_runs
-    gemms = gemm_comparisons()
-    for title, rows in (("GEMMs, compute-bound, m >= 1024", compute_bound_gemms(gemms)),
-                        ("GEMMs, memory-bound", memory_bound_gemms(gemms)),
-                        ("Steps", step_comparisons()),
-                        ("Kernel classes of profiled steps", class_comparisons())):
-        print(_table(title, rows))
-        print("\n", stats(rows), "\n")
+    for run, device in RUNS.items():
+        print(f"## {run} ({device})\n")
+        gemms = gemm_comparisons(run)
+        for title, rows in (("GEMMs, compute-bound", [c for c in gemms if c.bound == "compute"]),
+                            ("GEMMs, memory-bound", memory_bound_gemms(gemms)),
+                            ("Steps", step_comparisons(run)),
+                            ("Kernel classes of profiled steps", class_comparisons(run))):
+            print(_table(title, rows))
+            print("\n", stats(rows), "\n")
+        for family, s in summary(run).items():
+            print(f"| {family} | {s['rows']} | {s['median_error']:+.1%} | {s['median_abs_error']:.1%} | {s['max_abs_error']:.1%} |")
