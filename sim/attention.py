@@ -27,7 +27,8 @@ to half the matmul cycles). The device's ``sfu_ops_per_s`` comes from the
 catalog (CUDA guide throughput table); where it is unknown the term is left
 out and the note says so.
 
-The cycle-level kernel simulator will plug in here as further models.
+The cycle-level kernel simulator plugs in here as ``engine-flash``,
+``engine-split-kv`` and ``engine-lean`` (:mod:`sim.attention_engine`).
 """
 
 from __future__ import annotations
@@ -140,12 +141,18 @@ def split_kv(op, step, heads: int, kv_heads: int, head_dim: int, device: Device,
 
 AttentionModel = Callable[..., AttentionTime]
 ATTENTION_KERNELS: dict[str, AttentionModel] = {"flash": flash, "split-kv": split_kv}
+#: models backed by the cycle-level kernel simulator (sim.attention_engine), imported on first use
+ENGINE_KERNEL_NAMES = ("engine-flash", "engine-split-kv", "engine-lean")
 
 
 def get_attention_kernel(name: str) -> AttentionModel:
     key = name.strip().lower()
+    if key in ENGINE_KERNEL_NAMES:
+        from sim.attention_engine import ENGINE_KERNELS
+
+        return ENGINE_KERNELS[key]
     if key not in ATTENTION_KERNELS:
-        raise UnknownNameError("attention kernel", name, ATTENTION_KERNELS)
+        raise UnknownNameError("attention kernel", name, (*ATTENTION_KERNELS, *ENGINE_KERNEL_NAMES))
     return ATTENTION_KERNELS[key]
 
 
