@@ -10,6 +10,7 @@ leaves nothing behind.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -64,8 +65,18 @@ def error_outputs(nb) -> list:
     return [out for cell in nb.cells for out in cell.get("outputs", []) if out.output_type == "error"]
 
 
+def plotly_figures(nb) -> list[dict]:
+    return [
+        out.data["application/vnd.plotly.v1+json"]
+        for cell in nb.cells
+        for out in cell.get("outputs", [])
+        if "data" in out and "application/vnd.plotly.v1+json" in out.data
+    ]
+
+
 def test_notebooks_exist():
     assert ANALYSES.joinpath("roofline.ipynb") in NOTEBOOKS
+    assert ANALYSES.joinpath("kernel_sim.ipynb") in NOTEBOOKS
 
 
 @pytest.mark.slow
@@ -78,6 +89,8 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
         check_roofline_notebook(nb)
     if path.name == "step_whatif.ipynb":
         check_step_whatif_notebook(nb)
+    if path.name == "kernel_sim.ipynb":
+        check_kernel_sim_notebook(nb)
 
 
 def check_step_whatif_notebook(nb):
@@ -92,6 +105,70 @@ def check_step_whatif_notebook(nb):
     assert {"1 GPU", "TP=8", "CP=8 pass-kv", "CP=8 pass-q", "CP=8 tokenring"} <= set(rows)
     one, ring = float(rows["1 GPU"].split()[2]), float(rows["CP=8 pass-kv"].split()[2])
     assert ring < one / 4, "ring attention over 8 GPUs is several times faster than one GPU"
+
+
+KERNEL_SIM_KERNELS = {"lean": "LeanAttention", "split-kv": "FlashDecoding", "flash": "FlashAttention-2"}
+KERNEL_SIM_SHAPES = ("b1 x 8 KV heads", "b1 x 32 heads", "b16 x 32 heads", "b64 x 32 heads")
+
+
+def check_kernel_sim_notebook(nb):
+    """It answers the issue: the decode sweep on A100 and H100 with its win table, three timelines, tree cost T = 1..256."""
+    text = outputs_text(nb)
+    figures = plotly_figures(nb)
+    traces = [t for f in figures for t in f["data"]]
+    devices = ("A100-SXM-80GB", "H100-SXM")
+
+    # 1. decode time over 1k..512k for every kernel, shape and device (two figures: time, slowdown)
+    decode = [t for t in traces if t.get("meta", {}).get("kind") == "decode"]
+    want = {(d, s, k) for d in devices for s in KERNEL_SIM_SHAPES for k in KERNEL_SIM_KERNELS}
+    assert {(t["meta"]["device"], t["meta"]["shape"], t["meta"]["kernel"]) for t in decode} == want
+    assert len(decode) == 2 * len(want)
+    for t in decode:
+        assert t["x"][0] == 1024 and t["x"][-1] == 512 * 1024 and len(t["x"]) >= 8
+        assert all(math.isfinite(y) and y > 0 for y in t["y"]), t["meta"]
+    assert "sanity: 0 runs faster than the HBM floor, 0 runs faster than at half the context" in text
+    # the win table: all three kernels in its header, a row for every device and shape, a known winner in each
+    table = text[text.rfind("\n", 0, text.index(" winner ")) + 1 :].splitlines()
+    header = table[0]
+    assert all(name in header for name in KERNEL_SIM_KERNELS.values())
+    rows = [line for line in table if line.startswith(devices) and line[15:31].strip() in KERNEL_SIM_SHAPES]
+    contexts = [2**k for k in range(10, 20)]
+    for d in devices:
+        for s in KERNEL_SIM_SHAPES:
+            mine = [r for r in rows if r.startswith(d) and r[15:31].strip() == s]
+            assert all(r[44:60].strip() in KERNEL_SIM_KERNELS.values() for r in mine), mine
+            covered = []  # the runs of contexts, in order, cover 1k..512k once
+            for r in mine:
+                first, _, last = r[32:42].strip().partition("-")
+                lo, hi = int(first[:-1]) * 1024, int((last or first)[:-1]) * 1024
+                covered += [c for c in contexts if lo <= c <= hi]
+            assert covered == contexts, (d, s, mine)
+
+    # 2. the under-filled timelines: FA2 leaves most SMs idle, Lean uses them all and wins several-fold
+    titles = [f["layout"]["title"]["text"] for f in figures]
+    for name in KERNEL_SIM_KERNELS.values():
+        assert any(t.startswith(f"{name} on H100-SXM") for t in titles), name
+    placed = {m[0]: (int(m[1]), int(m[2])) for m in re.findall(r"^(\S+)\s+[\d.]+ us\s+\d+ CTAs on\s+(\d+) of (\d+) SMs", text, re.M)}
+    assert set(placed) == set(KERNEL_SIM_KERNELS.values())
+    assert placed["FlashAttention-2"][0] < placed["FlashAttention-2"][1] / 2
+    assert placed["LeanAttention"][0] == placed["LeanAttention"][1]
+    ratio = re.search(r"FlashAttention-2 / LeanAttention = ([\d.]+)x", text)
+    assert ratio and float(ratio.group(1)) > 3
+
+    # 3. tree verification: T = 1..256 on all three devices, relative to T = 1; the measured reference labelled generic
+    tree = [t for t in traces if t.get("meta", {}).get("kind") == "simulated"]
+    assert {t["meta"]["device"] for t in tree} == {"A100-SXM-80GB", "H100-SXM", "RTX-4090"}
+    assert {(t["meta"]["batch"], t["meta"]["prefix"]) for t in tree} == {(1, 1024), (1, 8192), (8, 1024), (8, 8192)}
+    assert len(tree) == 12
+    for t in tree:
+        assert t["x"][0] == 1 and t["x"][-1] == 256 and {1, 2, 4, 8, 16, 32, 64, 128, 256} <= set(t["x"])
+        assert t["y"][0] == 1.0 and all(math.isfinite(y) and y > 0 for y in t["y"])
+    measured = [t for t in traces if t.get("meta", {}).get("kind") == "measured"]
+    assert {t["meta"]["kernel"] for t in measured} >= {"efficient_tree_mask", "cudnn_tree_mask"}
+    assert all("measured" in t["name"] and "generic" in t["name"] for t in measured)
+    assert all(t["y"][0] == 1.0 and t["x"][-1] == 256 for t in measured)
+    for d in ("A100-SXM-80GB", "H100-SXM", "RTX-4090"):
+        assert len(re.findall(rf"^{d} simulated\s+[18]\s+[18]k(\s+[\d.]+){{7}}$", text, re.M)) == 4, d
 
 
 def check_roofline_notebook(nb):
