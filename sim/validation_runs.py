@@ -8,9 +8,10 @@ ourselves on one card (the run folder's README gives the card, clocks, method):
   the step model's GEMM cost, ``max(tile- and wave-quantized FLOPs / (peak x
   gemm_fraction), bytes / (hbm x hbm_fraction))`` (:func:`sim.cost.time_op`),
   with no launch cost: the run times the kernel alone with CUDA events.
-- **Steps** (``llama_step.csv``): whole decode and prefill steps of
-  Llama-shaped models (random weights, eager PyTorch replayed from a CUDA
-  graph) against :func:`sim.cost.step_cost` with the same layer count.
+- **Steps** (``llama_step.csv``, ``llama_step_compiled.csv``): whole decode
+  and prefill steps of Llama-shaped models (random weights, eager or
+  ``torch.compile``d PyTorch replayed from a CUDA graph) against
+  :func:`sim.cost.step_cost` with the same layer count.
 - **Kernel classes** (``llama_kernels.csv``, one profiled step per shape): the
   measured GPU time of the GEMM, attention and other kernels against the step
   model's GEMM ops, attention op and remaining ops. This says where a step's
@@ -100,11 +101,19 @@ def _run_step(row: dict) -> steps.Step:
     return steps.prefill(batch, int(row.get("new_tokens") or row["length"]))
 
 
-def step_comparisons(run: str = RUN, device: str | None = None) -> list[Comparison]:
-    """Every ``llama_step.csv`` row against :func:`sim.cost.step_cost` (bf16, CUDA graphs)."""
+#: how the run's steps were executed -> the suffix of their files
+OPS = {"eager": "", "compiled": "_compiled"}
+
+
+def step_comparisons(run: str = RUN, device: str | None = None, ops: str = "eager") -> list[Comparison]:
+    """Every ``llama_step{_compiled}.csv`` row against :func:`sim.cost.step_cost` (bf16, CUDA graphs).
+
+    ``ops="eager"``: every PyTorch op its own kernel (~26 a layer); ``"compiled"``:
+    each layer through ``torch.compile`` (~13 kernels a layer, the elementwise
+    ops fused by Inductor, as in gpt-fast)."""
     dev = hw.get_device(device or RUNS[run])
     out = []
-    for r in read_csv("llama_step.csv", run):
+    for r in read_csv(f"llama_step{OPS[ops]}.csv", run):
         cost = step_cost(_run_model(r), dev, _run_step(r), Precision())
         label = f"{r['model']} ({r['layers']} layers) {r['kind']} batch {r['batch']} " + (
             f"context {r['context']}" if r["kind"] == "decode" else f"{r['new_tokens']} tokens")
@@ -120,11 +129,11 @@ def kernel_class(kernel_name: str) -> str:
     return "gemm" if _GEMM_KERNEL.search(kernel_name) else "other"
 
 
-def class_comparisons(run: str = RUN, device: str | None = None) -> list[Comparison]:
+def class_comparisons(run: str = RUN, device: str | None = None, ops: str = "eager") -> list[Comparison]:
     """Per profiled step, the GEMM / attention / other GPU time against the model's ops of that class."""
     dev = hw.get_device(device or RUNS[run])
     measured: dict[tuple, dict[str, float]] = {}
-    for r in read_csv("llama_kernels.csv", run):
+    for r in read_csv(f"llama_kernels{OPS[ops]}.csv", run):
         key = (r["model"], r["layers"], r["kind"], r["batch"], r["length"])
         by_class = measured.setdefault(key, {"gemm": 0.0, "attention": 0.0, "other": 0.0})
         by_class[kernel_class(r["kernel"])] += float(r["total_time_s"])
@@ -173,7 +182,10 @@ def summary(run: str = RUN) -> dict[str, dict]:
         "memory-bound GEMMs, all": stats(memory_bound_gemms(gemms)),
         "GEMM time of a profiled step": stats([c for c in classes if c.bound == "gemm"]),
         "attention time of a profiled step": stats([c for c in classes if c.bound == "attention"]),
-        "whole steps": stats(step_comparisons(run)),
+        "other time of a compiled profiled step": stats([c for c in class_comparisons(run, ops="compiled")
+                                                         if c.bound == "other"]),
+        "whole steps, eager": stats(step_comparisons(run)),
+        "whole steps, compiled": stats(step_comparisons(run, ops="compiled")),
     }
 
 
@@ -183,8 +195,10 @@ if __name__ == "__main__":  # python -m sim.validation_runs
         gemms = gemm_comparisons(run)
         for title, rows in (("GEMMs, compute-bound", [c for c in gemms if c.bound == "compute"]),
                             ("GEMMs, memory-bound", memory_bound_gemms(gemms)),
-                            ("Steps", step_comparisons(run)),
-                            ("Kernel classes of profiled steps", class_comparisons(run))):
+                            ("Steps, eager", step_comparisons(run)),
+                            ("Steps, compiled", step_comparisons(run, ops="compiled")),
+                            ("Kernel classes of profiled eager steps", class_comparisons(run)),
+                            ("Kernel classes of profiled compiled steps", class_comparisons(run, ops="compiled"))):
             print(_table(title, rows))
             print("\n", stats(rows), "\n")
         for family, s in summary(run).items():

@@ -42,6 +42,7 @@ def test_the_run_is_of_the_card_it_is_compared_with(run):
 def test_every_row_is_compared(run):
     assert len(gemms(run)) == len(vr.read_csv("gemm.csv", run)) > 150
     assert len(vr.step_comparisons(run)) == len(vr.read_csv("llama_step.csv", run)) >= 20
+    assert len(vr.step_comparisons(run, ops="compiled")) == len(vr.read_csv("llama_step_compiled.csv", run)) >= 10
     assert {c.bound for c in classes(run)} == {"gemm", "attention", "other"}
 
 
@@ -89,7 +90,22 @@ def test_the_attention_time_of_each_profiled_step_is_within_twenty_percent(run):
 
 
 @RUNS
-@pytest.mark.xfail(strict=True, reason="the runs' eager PyTorch leaves RoPE, SiLU-mul and residual adds unfused "
-                                       "(about 26 kernels a layer); the step model assumes fused engines")
-def test_whole_steps_are_within_ten_percent_median(run):
-    assert vr.stats(vr.step_comparisons(run))["median_abs_error"] <= 0.10
+def test_whole_compiled_steps_are_within_twenty_percent_median_and_too_fast(run):
+    s = vr.stats(vr.step_comparisons(run, ops="compiled"))
+    assert s["rows"] >= 10
+    assert s["median_abs_error"] <= 0.20 and s["max_abs_error"] <= 0.36
+    assert s["median_error"] < 0  # the attention misses above all go one way
+
+
+@RUNS
+def test_fusing_the_elementwise_ops_brings_the_measured_steps_toward_the_model(run):
+    eager = vr.stats(vr.step_comparisons(run))
+    compiled = vr.stats(vr.step_comparisons(run, ops="compiled"))
+    assert compiled["median_abs_error"] < eager["median_abs_error"] - 0.05
+
+
+@RUNS
+@pytest.mark.xfail(strict=True, reason="whole steps inherit the attention misses above (FA2 mma.sync on Hopper, "
+                                       "split-KV combine and fixed costs) and the GEMV ramp-up")
+def test_whole_compiled_steps_are_within_ten_percent_median(run):
+    assert vr.stats(vr.step_comparisons(run, ops="compiled"))["median_abs_error"] <= 0.10

@@ -16,7 +16,9 @@ Run on a machine with a CUDA GPU and PyTorch; writes one CSV per family into
 - ``llama_step.csv``: whole decode and prefill steps of Llama-shaped models
   with random bf16 weights (eager PyTorch ops replayed from a CUDA graph: no
   launch gaps, elementwise ops not fused), plus ``llama_kernels.csv``, the
-  per-kernel profile of a few steps.
+  per-kernel profile of a few steps. ``--only compiled`` runs the same steps
+  with each layer through ``torch.compile`` (Inductor fuses the elementwise
+  ops, as gpt-fast does): ``llama_step_compiled.csv``, ``llama_kernels_compiled.csv``.
 - ``memory.csv``: device-to-device copy bandwidth; ``launch.csv``: empty-kernel
   launch and graph-replay cost.
 
@@ -456,34 +458,43 @@ class Llama:
         rot = torch.cat([-x[..., half:], x[..., :half]], -1)
         return x * cos + rot * sin
 
-    def step(self, tokens: torch.Tensor, start: int):
-        """tokens [B, S] at positions start..start+S-1; returns next tokens [B]."""
-        b, s = tokens.shape
+    def layer(self, x, wqkv, wo, w13, w2, n1, n2, kcache, vcache, cos, sin, start: int):
+        """One decoder layer on x [B, S, h]; writes K, V at positions start..start+S-1 of the cache."""
+        b, s, _ = x.shape
         g = self.hq // self.hkv
+        y = F.rms_norm(x, (x.shape[-1],), n1, self.eps)
+        qkv = F.linear(y, wqkv).view(b, s, self.hq + 2 * self.hkv, self.d).transpose(1, 2)
+        q, k, v = qkv.split([self.hq, self.hkv, self.hkv], dim=1)
+        q = self._rope(q, cos, sin)
+        k = self._rope(k, cos, sin)
+        kcache[:, :, start:start + s] = k
+        vcache[:, :, start:start + s] = v
+        kc, vc = kcache[:, :, : start + s], vcache[:, :, : start + s]
+        if s == 1:
+            # GQA packed: the group's queries are rows over one KV head.
+            qp = q.reshape(b, self.hkv, g, self.d)
+            o = F.scaled_dot_product_attention(qp, kc, vc).reshape(b, self.hq, 1, self.d)
+        else:
+            o = F.scaled_dot_product_attention(q, kc, vc, is_causal=(start == 0), enable_gqa=g > 1)
+        o = o.transpose(1, 2).reshape(b, s, self.hq * self.d)
+        x = x + F.linear(o, wo)
+        y = F.rms_norm(x, (x.shape[-1],), n2, self.eps)
+        gate, up = F.linear(y, w13).chunk(2, dim=-1)
+        return x + F.linear(F.silu(gate) * up, w2)
+
+    def step(self, tokens: torch.Tensor, start: int, layer=None):
+        """tokens [B, S] at positions start..start+S-1; returns next tokens [B].
+
+        ``layer``: the function run per layer (default :meth:`layer`; a
+        ``torch.compile`` of it for the fused variant)."""
+        layer = layer or self.layer
+        s = tokens.shape[1]
         x = self.embed[tokens]  # [B, S, h]
         cos = self.cos[start:start + s][None, None]
         sin = self.sin[start:start + s][None, None]
-        for L in self.layers:
-            y = F.rms_norm(x, (x.shape[-1],), L["n1"], self.eps)
-            qkv = F.linear(y, L["wqkv"]).view(b, s, self.hq + 2 * self.hkv, self.d).transpose(1, 2)
-            q, k, v = qkv.split([self.hq, self.hkv, self.hkv], dim=1)
-            q = self._rope(q, cos, sin)
-            k = self._rope(k, cos, sin)
-            L["k"][:, :, start:start + s] = k
-            L["v"][:, :, start:start + s] = v
-            kc, vc = L["k"][:, :, : start + s], L["v"][:, :, : start + s]
-            with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
-                if s == 1:
-                    # GQA packed: the group's queries are rows over one KV head.
-                    qp = q.reshape(b, self.hkv, g, self.d)
-                    o = F.scaled_dot_product_attention(qp, kc, vc).reshape(b, self.hq, 1, self.d)
-                else:
-                    o = F.scaled_dot_product_attention(q, kc, vc, is_causal=(start == 0), enable_gqa=g > 1)
-            o = o.transpose(1, 2).reshape(b, s, self.hq * self.d)
-            x = x + F.linear(o, L["wo"])
-            y = F.rms_norm(x, (x.shape[-1],), L["n2"], self.eps)
-            gate, up = F.linear(y, L["w13"]).chunk(2, dim=-1)
-            x = x + F.linear(F.silu(gate) * up, L["w2"])
+        with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+            for L in self.layers:
+                x = layer(x, L["wqkv"], L["wo"], L["w13"], L["w2"], L["n1"], L["n2"], L["k"], L["v"], cos, sin, start)
         x = F.rms_norm(x[:, -1], (x.shape[-1],), self.final_norm, self.eps)
         return F.linear(x, self.lm_head).argmax(-1)
 
@@ -514,16 +525,31 @@ PROFILE = {("llama-2-7b", "decode", 1, 4096), ("llama-2-7b", "decode", 32, 1024)
            ("llama-2-7b", "prefill", 1, 2048), ("llama-3.1-8b", "decode", 64, 2048)}
 
 
-def measure_llama_steps(out: Path, env: Env, deadline: float, models_dir: Path):
-    t = Table(out / "llama_step.csv", env)
-    kt = Table(out / "llama_kernels.csv", env)
-    for name, layers, kind, shapes in STEP_PLAN:
+COMPILED_PLAN = [
+    ("llama-2-7b", 32, "decode", [(1, 512), (1, 4096), (16, 1024), (64, 512)]),
+    ("llama-2-7b", 32, "prefill", [(1, 512), (1, 2048)]),
+    ("llama-3.1-8b", 32, "decode", [(1, 1024), (32, 2048), (128, 1024)]),
+    ("llama-3.1-8b", 32, "prefill", [(1, 2048)]),
+    ("llama-2-70b", 20, "decode", [(1, 512), (32, 1024)]),
+]
+COMPILED_PROFILE = {("llama-2-7b", "decode", 1, 4096), ("llama-2-7b", "prefill", 1, 2048),
+                    ("llama-3.1-8b", "decode", 32, 2048)}
+
+
+def measure_llama_steps(out: Path, env: Env, deadline: float, models_dir: Path, compiled=False):
+    suffix = "_compiled" if compiled else ""
+    t = Table(out / f"llama_step{suffix}.csv", env)
+    kt = Table(out / f"llama_kernels{suffix}.csv", env)
+    profile = COMPILED_PROFILE if compiled else PROFILE
+    if compiled:
+        torch._dynamo.config.cache_size_limit = 256
+    for name, layers, kind, shapes in COMPILED_PLAN if compiled else STEP_PLAN:
         cfg = json.loads((models_dir / f"{name}.json").read_text())
         for batch, length in shapes:
             if time.time() > deadline:
                 break
             try:
-                _step_case(t, kt, cfg, name, layers, kind, batch, length)
+                _step_case(t, kt, cfg, name, layers, kind, batch, length, compiled, profile)
             except Exception as exc:  # noqa: BLE001 - OOM or an unsupported path: record and go on
                 print(f"step {name} {kind} B={batch} L={length}: {type(exc).__name__}: {exc}", file=sys.stderr)
             torch.cuda.empty_cache()
@@ -531,8 +557,12 @@ def measure_llama_steps(out: Path, env: Env, deadline: float, models_dir: Path):
     kt.close()
 
 
-def _step_case(t, kt, cfg, name, layers, kind, batch, length):
-    """One step shape; its model, cache and graph are freed on return."""
+def _step_case(t, kt, cfg, name, layers, kind, batch, length, compiled=False, profile=frozenset()):
+    """One step shape; its model, cache and graph are freed on return.
+
+    ``compiled``: each layer through ``torch.compile`` (Inductor fuses the
+    norms, RoPE, SiLU-mul and residual adds into a few Triton kernels; the
+    GEMMs stay cuBLAS and attention FlashAttention-2), as gpt-fast does."""
     if kind == "decode":
         model = Llama(cfg, layers, batch, length + 1)
         tokens = torch.randint(0, cfg["vocab_size"], (batch, 1), device=DEV)
@@ -542,14 +572,21 @@ def _step_case(t, kt, cfg, name, layers, kind, batch, length):
         tokens = torch.randint(0, cfg["vocab_size"], (batch, length), device=DEV)
         start, ctx, new = 0, 0, length
 
-    def fn():
-        return model.step(tokens, start)
+    layer = torch.compile(model.layer, dynamic=False) if compiled else None
 
+    def fn():
+        return model.step(tokens, start, layer)
+
+    t0 = time.time()
+    fn()  # compiles, when compiled
+    torch.cuda.synchronize()
+    compile_s = time.time() - t0
     g = _graph(fn)
     r = bench(g.replay, target_s=0.1, min_reps=5, max_reps=50)
     t.add(model=name, layers=layers, kind=kind, batch=batch, context=ctx, new_tokens=new,
-          weight_dtype="bf16", kv_dtype="bf16", attention="flash", **r)
-    if (name, kind, batch, length) in PROFILE:
+          weight_dtype="bf16", kv_dtype="bf16", attention="flash",
+          ops="torch.compile per layer (Inductor)" if compiled else "eager", first_call_s=compile_s, **r)
+    if (name, kind, batch, length) in profile:
         _profile(kt, fn, name, layers, kind, batch, length)
 
 
@@ -572,7 +609,7 @@ def _profile(table: Table, fn, name, layers, kind, batch, length):
 
 # --- main ------------------------------------------------------------------------
 
-SECTIONS = ("memory", "launch", "gemm", "prefill", "decode", "tree", "steps")
+SECTIONS = ("memory", "launch", "gemm", "prefill", "decode", "tree", "steps", "compiled")
 
 
 def main(argv=None):
@@ -580,7 +617,8 @@ def main(argv=None):
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "out")))
     ap.add_argument("--models", type=Path, default=Path(__file__).resolve().parents[2] / "sim" / "models",
                     help="folder of Hugging Face config.json files named <model>.json")
-    ap.add_argument("--only", nargs="*", choices=SECTIONS, default=list(SECTIONS))
+    ap.add_argument("--only", nargs="*", choices=SECTIONS, default=[s for s in SECTIONS if s != "compiled"],
+                    help="sections to run (default: all but 'compiled', whose Inductor compiles take minutes)")
     ap.add_argument("--budget-s", type=float, default=300, help="stop starting new cases after this")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -590,7 +628,7 @@ def main(argv=None):
     print(json.dumps(env.fields, default=str))
     start = time.time()
     shares = {"memory": 0.03, "launch": 0.03, "gemm": 0.22, "prefill": 0.12, "decode": 0.2,
-              "tree": 0.1, "steps": 0.3}
+              "tree": 0.1, "steps": 0.3, "compiled": 1.0}
     used = 0.0
     for section in SECTIONS:
         if section not in args.only:
@@ -613,6 +651,8 @@ def main(argv=None):
                 measure_tree_verify(args.out, env, deadline)
             elif section == "steps":
                 measure_llama_steps(args.out, env, deadline, args.models)
+            elif section == "compiled":
+                measure_llama_steps(args.out, env, deadline, args.models, compiled=True)
         except Exception:  # noqa: BLE001 - one section's failure must not lose the others
             traceback.print_exc()
         torch.cuda.empty_cache()
