@@ -39,7 +39,13 @@ _SCALARS = (
     ("launch", "kernel_launch_us", "kernel_launch_s"),
     ("launch", "graph_launch_us", "graph_launch_s"),
 )
-_SI = {"stream_gb_per_s": 1e9, "l2_bandwidth_gb_per_s": 1e9, "kernel_launch_us": 1e-6, "graph_launch_us": 1e-6}
+# Quantities with no cross-device median fallback (see Calibration): read-only stream bandwidth
+# falls back to the device's own stream figure, mma.sync's fraction to 1 or to its architecture's.
+_OPTIONAL = (
+    ("memory", "read_stream_gb_per_s", "read_stream_bytes_per_s"),
+    ("compute", "mma_sync_fraction", "mma_sync_fraction"),
+)
+_SI = {"stream_gb_per_s": 1e9, "read_stream_gb_per_s": 1e9, "l2_bandwidth_gb_per_s": 1e9, "kernel_launch_us": 1e-6, "graph_launch_us": 1e-6}
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,20 @@ class Calibration:
 
     ``hbm_fraction`` = measured stream bandwidth / datasheet bandwidth;
     ``gemm_fraction[dtype]`` = best measured dense GEMM / datasheet peak.
+
+    ``hbm_read_fraction`` = measured *read-only* stream bandwidth (BabelStream
+    Dot: two arrays read, no array written) / datasheet bandwidth, the rate of
+    kernels that stream reads (attention over a KV cache, GEMM operands). A
+    device without that measurement gets its ``hbm_fraction`` (no read advantage
+    is assumed; the provenance says so).
+
+    ``mma_sync_fraction``: the fraction of the datasheet tensor-core peak that
+    the warp-level ``mma.sync`` instruction (the only one before Hopper) can
+    reach. 1.0 where ``mma.sync`` is the native instruction (Volta..Ada, CDNA);
+    on Hopper, where the datasheet peak needs ``wgmma``, a sourced architectural
+    figure, shared by every device of that architecture. A kernel written with
+    ``mma.sync`` (FlashAttention-2) then runs at ``mma_sync_fraction x
+    gemm_fraction x peak``.
     """
 
     device: str
@@ -68,9 +88,15 @@ class Calibration:
     kernel_launch_s: float | None
     graph_launch_s: float | None
     provenance: Mapping[str, Sourced] = field(default_factory=dict, compare=False, repr=False)
+    hbm_read_fraction: float | None = None
+    mma_sync_fraction: float = 1.0
 
     def achievable_hbm_bytes_per_s(self, device: Device) -> float:
         return self.hbm_fraction * device.hbm_bytes_per_s
+
+    def achievable_hbm_read_bytes_per_s(self, device: Device) -> float:
+        """Read-only streaming bandwidth; the stream (triad) figure where no read-only one is measured."""
+        return (self.hbm_read_fraction if self.hbm_read_fraction is not None else self.hbm_fraction) * device.hbm_bytes_per_s
 
     def achievable_flops_per_s(self, device: Device, dtype: str) -> float:
         return self.gemm_fraction[dtype] * device.peak(dtype)
@@ -95,6 +121,11 @@ def parse_measurement(doc: dict[str, Any], path) -> Measurement:
         s = read_sourced(gemm, dtype, path, sources, prefix="compute.gemm_tflops.")
         values[f"gemm_flops_per_s.{dtype}"] = s.value * 1e12
         provenance[f"gemm_flops_per_s.{dtype}"] = s
+    for section, key, attr in _OPTIONAL:
+        s = read_sourced(doc.get(section, {}), key, path, sources, prefix=f"{section}.", required=False)
+        if s is not None:
+            values[attr] = s.value * _SI.get(key, 1.0)
+            provenance[attr] = s
     return Measurement(device=doc["device"], values=MappingProxyType(values), provenance=MappingProxyType(provenance))
 
 
@@ -182,7 +213,28 @@ def _calibration(device: Device, base: Device | None) -> Calibration:
             unmeasured.append(dtype)
     for dtype in unmeasured:
         gemm[dtype], provenance[f"gemm_fraction.{dtype}"] = _sibling_fraction(device, dtype, gemm)
+    if own is not None and "read_stream_bytes_per_s" in own.values:
+        out["hbm_read_fraction"] = own.values["read_stream_bytes_per_s"] / catalog_of[own.device].hbm_bytes_per_s
+        provenance["hbm_read_fraction"] = own.provenance["read_stream_bytes_per_s"]
+    elif out.get("hbm_fraction") is not None:
+        out["hbm_read_fraction"] = out["hbm_fraction"]
+        provenance["hbm_read_fraction"] = provenance["hbm_fraction"]  # no read-only measurement: the stream figure
+    out["mma_sync_fraction"], mma_source = _mma_sync_fraction(device, own, catalog_of)
+    if mma_source is not None:
+        provenance["mma_sync_fraction"] = mma_source
     return Calibration(device=device.name, gemm_fraction=MappingProxyType(gemm), provenance=MappingProxyType(provenance), **out)
+
+
+def _mma_sync_fraction(device: Device, own, catalog_of) -> tuple[float, Sourced | None]:
+    """This device's sourced figure, else one of a device of the same architecture, else 1 with no source
+    (mma.sync is the native tensor-core instruction before Hopper; no figure is known for Blackwell)."""
+    if own is not None and "mma_sync_fraction" in own.values:
+        return own.values["mma_sync_fraction"], own.provenance["mma_sync_fraction"]
+    for name, m in sorted(measurements().items()):
+        if "mma_sync_fraction" in m.values and catalog_of[name].architecture == device.architecture:
+            s = m.provenance["mma_sync_fraction"]
+            return s.value, Sourced(value=s.value, source=s.source, note=f"architectural figure of {device.architecture}, recorded for {name}")
+    return 1.0, None
 
 
 # A dtype that no device has a GEMM measurement of borrows the fraction of the dtype

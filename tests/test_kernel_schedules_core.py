@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import hwmodels as hw
-from sim.kernel.schedules import SCHEDULES, AttentionProblem, GemmProblem
+from sim.kernel.schedules import SCHEDULES, AttentionProblem, GemmProblem, split_kv
+from sim.kernel import rates
 from sim.kernel.schedules.run import simulate_schedule, summary
 from sim.validation import DATA
 
@@ -58,9 +59,21 @@ def test_split_k_fills_the_sms_and_beats_plain_tiles_on_a_skinny_gemm(dev):
 @pytest.mark.parametrize("dev", [A100, H100], ids=["A100", "H100"])
 @pytest.mark.parametrize("m,n,k", [(133 * 128, 128, 4096), (128 * 11, 128 * 12, 2048), (4096, 4096, 1024)])
 def test_stream_k_never_slower_than_tiles_when_tiles_do_not_divide_the_sms(dev, m, n, k):
+    """Stream-K fills the SMs; it pays only its fixup traffic (fp32 partials written and read back).
+
+    Since the mainloop overlaps loads and MMAs inside a CTA (stages=2), a memory-bound shape's plain tiles
+    run at the bandwidth even on a ragged wave, so there stream-K is slower by up to its extra bytes at the
+    bandwidth (17024x128x4096 on H100: 4%); in the compute-bound shape it must still not be slower."""
+    if math.ceil(m / 128) * math.ceil(n / 128) % dev.sm_count == 0:
+        pytest.skip("the tiles divide this device's SMs (132 tiles on H100): one even wave, nothing for stream-K to fix")
     tiles = t("gemm", GemmProblem(m, n, k), dev)
     sk = t("gemm", GemmProblem(m, n, k, mode="stream-k"), dev)
-    assert sk.seconds <= tiles.seconds * 1.001
+    r = rates(dev, launch=0.0)
+    extra_s = max(0.0, sk.hbm_bytes - tiles.hbm_bytes) / r.hbm_bytes_per_cycle / r.clock_hz
+    extra_s += max(0.0, sk.l2_bytes - tiles.l2_bytes) / r.l2_bytes_per_cycle / r.clock_hz
+    assert sk.seconds <= tiles.seconds * 1.001 + extra_s
+    if (m, n, k) == (4096, 4096, 1024):
+        assert sk.seconds <= tiles.seconds * 1.001
 
 
 def test_fa2_causal_prefill_is_about_half_the_non_causal_time():
@@ -153,6 +166,16 @@ def test_flash_decoding_rows_through_split_kv():
     ("gemm", GemmProblem(4096, 4096, 1024)),
 ])
 def test_more_sms_or_more_bandwidth_never_slow_a_schedule_down(scale, name, p):
-    """Fixed shapes: the schedule is rebuilt for the bigger device (its own grid and splits)."""
+    """Fixed shapes: the schedule is rebuilt for the bigger device (its own grid and splits).
+
+    One exception, kept visible: FlashAttention-2's split heuristic (2 x SMs slots, at most 128 splits,
+    only split counts that change the blocks per split) gives 1 x 16/2 x 64k on 216 SMs 128 splits
+    instead of 103; the main kernel is bandwidth-bound either way and the longer combine costs 0.3%.
+    With the smaller device's splits the bigger one is never slower, and with its own within 1%."""
     bigger = hw.derive(A100, scale=scale)
+    if name == "split-kv":
+        splits = split_kv.plan(p, A100)["splits"]
+        assert t(name, p, bigger, splits=splits).seconds <= t(name, p, A100).seconds * (1 + 1e-9)
+        assert t(name, p, bigger).seconds <= t(name, p, A100).seconds * 1.01
+        return
     assert t(name, p, bigger).seconds <= t(name, p, A100).seconds * (1 + 1e-9)

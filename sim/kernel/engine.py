@@ -34,8 +34,14 @@ Time is kept in SM clock cycles (``device.clock_hz``). The semantics:
   beside each other on different resources (HBM/L2 and the SM's pipes), each
   as one flow, shared with the other CTAs' flows as below.
 - **HBM.** Loads (the ``1 - l2_hit`` part) and stores are flows that share the
-  achievable HBM bandwidth ``B = hbm_bytes_per_s * hbm_fraction / clock_hz``
+  achievable HBM bandwidth ``B = hbm_bytes_per_s * hbm_read_fraction / clock_hz``
   bytes/cycle equally: with ``n`` flows each gets ``min(cap, B / n)``.
+  ``hbm_read_fraction`` is the calibration's read-only stream figure
+  (BabelStream Dot on H100 SXM: 3.18 TB/s, against Triad 2.97), since the
+  kernels simulated here stream reads (K/V, GEMM operands) and write little;
+  a device without it uses its stream (triad) fraction. Stores are charged at
+  the same rate, which is optimistic for write-heavy kernels by up to the
+  read/triad ratio (7% on H100 SXM).
 - **L2.** The ``l2_hit`` part of a load shares ``l2_bytes_per_s / clock_hz``
   the same way, at the same time as its HBM part; the load ends when both do.
 - **Per-load cap.** ``cap`` is infinite by default (one CTA alone can draw the
@@ -48,7 +54,15 @@ Time is kept in SM clock cycles (``device.clock_hz``). The semantics:
   ``F / R_dtype`` cycles of its SM's tensor pipe, ``R_dtype =
   peak(dtype) * gemm_fraction[dtype] / sm_count / clock_hz`` FLOP/cycle; the
   phases resident on one SM share the pipe equally (``n`` phases: each at
-  ``1/n``), dtypes mixed freely.
+  ``1/n``), dtypes mixed freely. A kernel marked ``mma_sync``
+  (:class:`~sim.kernel.program.KernelLaunch`) issues Ampere-style ``mma.sync``
+  and runs at ``R_dtype * mma_sync_fraction`` (calibration: 2/3 on Hopper,
+  1 before it). A kernel marked ``one_math_pipe`` puts its CUDA-core phases on
+  the tensor pipe's server (their time still computed at the CUDA-core rate),
+  so the math of all its CTAs on an SM runs one at a time: FlashAttention-2's
+  softmax and matmuls add up instead of overlapping across co-resident CTAs,
+  which needs the explicit warpgroup ping-pong of FlashAttention-3 (Shah et
+  al., 2024, section 3.1).
 - **CUDA cores.** An FMA phase is ``F / (peak(fp32) / sm_count / clock_hz)``
   cycles of the SM's CUDA-core pipe, shared the same way (datasheet peak, no
   calibration fraction: there is no measured non-GEMM fp32 figure).
@@ -101,6 +115,7 @@ class Rates:
     hbm_bytes_per_cycle: float
     l2_bytes_per_cycle: float | None
     tensor_flops_per_cycle_per_sm: dict  # dtype -> FLOP/cycle on one SM
+    mma_sync_fraction: float  # of the tensor rate, for kernels that issue mma.sync
     cuda_flops_per_cycle_per_sm: float
     hbm_flow_cap: float  # bytes/cycle per load, inf when uncapped
     l2_flow_cap: float
@@ -133,9 +148,10 @@ def rates(device: Device, cal: Calibration | None = None, launch="kernel", load_
         l2_flow = load_bytes_in_flight / cal.l2_latency_cycles if cal.l2_latency_cycles else np.inf
     return Rates(
         clock_hz=clk,
-        hbm_bytes_per_cycle=cal.achievable_hbm_bytes_per_s(device) / clk,
+        hbm_bytes_per_cycle=cal.achievable_hbm_read_bytes_per_s(device) / clk,
         l2_bytes_per_cycle=cal.l2_bytes_per_s / clk if cal.l2_bytes_per_s else None,
         tensor_flops_per_cycle_per_sm=tensor,
+        mma_sync_fraction=cal.mma_sync_fraction,
         cuda_flops_per_cycle_per_sm=device.peak("fp32") / device.sm_count / clk,
         hbm_flow_cap=hbm_flow,
         l2_flow_cap=l2_flow,
@@ -293,6 +309,14 @@ def simulate(
         a[mma_ph] = amount[mma_ph] / rate
     fma_ph = kind == FMA
     a[fma_ph] = amount[fma_ph] / r.cuda_flops_per_cycle_per_sm
+    if any(k.mma_sync or k.one_math_pipe for k in program.kernels):
+        phase_kernel = np.repeat(np.repeat(np.arange(len(program.kernels)), np.diff(program.kernel_ptr)), np.diff(program.cta_ptr))
+    if any(k.mma_sync for k in program.kernels) and r.mma_sync_fraction != 1.0:
+        slow = np.array([k.mma_sync for k in program.kernels])[phase_kernel] & (kind == MMA)
+        a[slow] /= r.mma_sync_fraction
+    if any(k.one_math_pipe for k in program.kernels):
+        kind = kind.copy()  # amounts are already pipe cycles: an FMA phase on the tensor pipe's server keeps its time
+        kind[np.array([k.one_math_pipe for k in program.kernels])[phase_kernel] & fma_ph] = MMA
     _check_flags(program)
 
     t0 = _time.perf_counter()

@@ -108,6 +108,13 @@ class KernelLaunch:
     compute phases of the same CTA, at most ``s - 1`` loads ahead of the
     compute that consumes them; the exact dependencies are in
     :mod:`sim.kernel.engine`'s docstring ("Stages").
+
+    ``mma_sync``: the kernel's tensor-core math is issued as warp-level
+    ``mma.sync`` (Ampere-style, e.g. FlashAttention-2), which on Hopper reaches
+    only the calibration's ``mma_sync_fraction`` of the ``wgmma`` rate.
+    ``one_math_pipe``: the kernel's MMA and CUDA-core phases share one pipe per
+    SM, so one CTA's softmax never runs beside another CTA's matmuls (see the
+    engine docstring, "Tensor cores").
     """
 
     name: str
@@ -116,6 +123,8 @@ class KernelLaunch:
     regs: int
     smem_bytes: int
     stages: int = 1
+    mma_sync: bool = False
+    one_math_pipe: bool = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -196,12 +205,14 @@ class CtaBuilder:
 class KernelBuilder:
     """CTAs of one kernel, in launch order: single ones (:meth:`cta`) or groups (:meth:`ctas`)."""
 
-    def __init__(self, name: str, threads: int, regs: int, smem: int, stages: int = 1) -> None:
+    def __init__(self, name: str, threads: int, regs: int, smem: int, stages: int = 1, mma_sync: bool = False,
+                 one_math_pipe: bool = False) -> None:
         for what, value in (("threads", threads), ("regs", regs), ("smem", smem), ("stages", stages)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < (0 if what == "smem" else 1):
                 raise InvalidValueError(f"kernel {name!r}: {what} must be a {'non-negative' if what == 'smem' else 'positive'} integer, got {value!r}")
         self.name, self.threads, self.regs, self.smem = name, int(threads), int(regs), int(smem)
         self.stages = int(stages)
+        self.mma_sync, self.one_math_pipe = bool(mma_sync), bool(one_math_pipe)
         self.groups: list[tuple[int, Sequence[Phase] | CtaBuilder]] = []
 
     def cta(self) -> CtaBuilder:
@@ -229,9 +240,11 @@ class ProgramBuilder:
         self._kernels: list[KernelBuilder] = []
         self._next_flag = 0
 
-    def kernel(self, name: str, *, threads: int, regs: int, smem: int = 0, stages: int = 1) -> KernelBuilder:
-        """A new kernel; ``stages`` >= 2 lets its CTAs' loads run ahead of their compute (see :class:`KernelLaunch`)."""
-        k = KernelBuilder(name, threads, regs, smem, stages)
+    def kernel(self, name: str, *, threads: int, regs: int, smem: int = 0, stages: int = 1, mma_sync: bool = False,
+               one_math_pipe: bool = False) -> KernelBuilder:
+        """A new kernel; ``stages`` >= 2 lets its CTAs' loads run ahead of their compute; ``mma_sync`` and
+        ``one_math_pipe`` as in :class:`KernelLaunch`."""
+        k = KernelBuilder(name, threads, regs, smem, stages, mma_sync, one_math_pipe)
         self._kernels.append(k)
         return k
 
@@ -248,7 +261,7 @@ class ProgramBuilder:
             for n, spec in k.groups:
                 phases = spec.phases if isinstance(spec, CtaBuilder) else spec
                 _group_arrays(k.name, n, phases, kinds, amounts, flags, hits, dtypes, counts)
-            launches.append(KernelLaunch(k.name, k.n_ctas, k.threads, k.regs, k.smem, k.stages))
+            launches.append(KernelLaunch(k.name, k.n_ctas, k.threads, k.regs, k.smem, k.stages, k.mma_sync, k.one_math_pipe))
             kernel_sizes.append(k.n_ctas)
         if not launches:
             raise InvalidValueError("a program needs at least one kernel")

@@ -6,10 +6,12 @@ x tile_k`` operands) whose MAC loop is a series of ``load A,B k-slab -> mma``
 phases, grouped into at most :data:`MAX_CHUNKS` load/mma pairs per tile
 (the fluid engine only needs the totals; chunking keeps the phase count small).
 
-**Overlap.** The engine runs a CTA's phases in series (no cp.async
-multistage pipeline inside one CTA); the load/MMA overlap a real mainloop gets
-comes here from the two CTAs co-resident per SM (the register file holds two
-256-thread CTAs of 128 registers), one loading while the other multiplies.
+**Overlap.** The kernels run with ``stages = 2`` (:class:`~sim.kernel.program.KernelLaunch`):
+the double-buffered mainloop loads the next k-slab chunk while the tensor
+cores work on the current one, inside each CTA; the two CTAs co-resident per
+SM (the register file holds two 256-thread CTAs of 128 registers) share the
+SM's tensor pipe and the HBM as usual. The per-CTA Little's-law cap uses one
+stage, ``(tile_m + tile_n) tile_k`` elements: the bytes one CTA has in flight.
 
 **Tensor-core work** is on the padded tile (``2 tile_m tile_n`` per unit of K):
 edge tiles compute their zero-padded rows, as the MMA instructions do.
@@ -59,7 +61,7 @@ from sim.kernel.program import ProgramBuilder, fma, load, mma, store
 from sim.kernel.schedules.problem import GemmProblem
 from sim.kernel.schedules.registry import Schedule, register
 
-MAX_CHUNKS = 8  # load/mma phase pairs per full tile
+MAX_CHUNKS = 32  # load/mma phase pairs per full tile
 THREADS, REGS, STAGES = 256, 128, 2
 ACC_BYTES = 4.0  # fp32 partial tiles
 
@@ -90,40 +92,26 @@ def _tile_dims(p: GemmProblem):
     return np.repeat(rows, gn).astype(float), np.tile(cols, gm).astype(float)
 
 
-def _mainloop(p: GemmProblem, iters, rows, cols, hit, n_chunks: int, shifted=0.0):
-    """Load/mma pairs covering ``iters`` MAC iterations (scalars or per-CTA arrays).
-
-    ``n_chunks + 1`` pairs: chunk sizes ``[1 - h, 1, ..., 1, h] / n_chunks`` with
-    ``h = shifted / 2``, so CTAs marked ``shifted=1`` run half a chunk out of
-    phase (see :func:`_stagger`).
-    """
+def _mainloop(p: GemmProblem, iters, rows, cols, hit, n_chunks: int):
+    """``n_chunks`` equal load/mma pairs covering ``iters`` MAC iterations (scalars or per-CTA arrays)."""
     _, _, k_iters = _grid(p)
     k_per_iter = p.k / k_iters
     e = p.elem_bytes
-    h = 0.5 * np.asarray(shifted, float)
     per = np.asarray(iters, float) / n_chunks
     out = []
-    for j in range(n_chunks + 1):
-        f = (1.0 - h) if j == 0 else (h if j == n_chunks else 1.0)
-        out.append(load((rows + cols) * k_per_iter * e * per * f, hit))
-        out.append(mma(2.0 * p.tile_m * p.tile_n * k_per_iter * per * f, p.dtype))
+    for _ in range(n_chunks):
+        out.append(load((rows + cols) * k_per_iter * e * per, hit))
+        out.append(mma(2.0 * p.tile_m * p.tile_n * k_per_iter * per, p.dtype))
     return out
 
 
-def _stagger(n_ctas: int, sm_count: int) -> np.ndarray:
-    """1 for the CTAs that take an SM's second, fourth, ... slot in the first wave, else 0.
-
-    Identical CTAs that start together stay in lock step in the fluid engine
-    (all load, then all multiply), which a real multistage mainloop does not
-    do; starting every other co-resident CTA half a chunk out of phase lets
-    one CTA's loads overlap the other's MMAs, as the cp.async pipeline overlaps
-    them inside one CTA.
-    """
-    return ((np.arange(n_ctas) // sm_count) % 2).astype(float)
+def stage_bytes(p: GemmProblem) -> float:
+    """Bytes of one pipeline stage (A and B k-slabs): what one CTA keeps in flight."""
+    return float((p.tile_m + p.tile_n) * p.tile_k * p.elem_bytes)
 
 
 def _kernel(b: ProgramBuilder, name: str, p: GemmProblem):
-    return b.kernel(name, threads=THREADS, regs=REGS, smem=smem_bytes(p))
+    return b.kernel(name, threads=THREADS, regs=REGS, smem=smem_bytes(p), stages=STAGES)
 
 
 def _slots(p: GemmProblem, device: Device) -> int:
@@ -137,8 +125,8 @@ def _tiles(p: GemmProblem, device: Device) -> Schedule:
     rows, cols = _tile_dims(p)
     n_chunks = min(MAX_CHUNKS, k_iters)
     b = ProgramBuilder()
-    _kernel(b, "gemm_tiles", p).ctas(tiles, _mainloop(p, k_iters, rows, cols, hit, n_chunks, _stagger(tiles, device.sm_count)) + [store(rows * cols * p.elem_bytes)])
-    return Schedule(b.build(), smem_bytes(p), {"grid_m": gm, "grid_n": gn, "k_iters": k_iters, "ctas": tiles, "l2_hit": hit})
+    _kernel(b, "gemm_tiles", p).ctas(tiles, _mainloop(p, k_iters, rows, cols, hit, n_chunks) + [store(rows * cols * p.elem_bytes)])
+    return Schedule(b.build(), stage_bytes(p), {"grid_m": gm, "grid_n": gn, "k_iters": k_iters, "ctas": tiles, "l2_hit": hit})
 
 
 def _split_k(p: GemmProblem, device: Device) -> Schedule:
@@ -158,7 +146,7 @@ def _split_k(p: GemmProblem, device: Device) -> Schedule:
     r, c = np.tile(rows, s), np.tile(cols, s)
     n_chunks = min(MAX_CHUNKS, int(np.min(np.diff(bounds))))
     b = ProgramBuilder()
-    _kernel(b, "gemm_splitk_partial", p).ctas(tiles * s, _mainloop(p, iters, r, c, hit, n_chunks, _stagger(tiles * s, device.sm_count)) + [store(r * c * ACC_BYTES)])
+    _kernel(b, "gemm_splitk_partial", p).ctas(tiles * s, _mainloop(p, iters, r, c, hit, n_chunks) + [store(r * c * ACC_BYTES)])
     workspace = tiles * s * p.tile_m * p.tile_n * ACC_BYTES
     ws_hit = float(min(1.0, device.l2_bytes / workspace)) if getattr(device, "l2_bytes", None) else 0.0
     b.kernel("reduce_split_k", threads=256, regs=32).ctas(tiles, [
@@ -166,7 +154,7 @@ def _split_k(p: GemmProblem, device: Device) -> Schedule:
         fma(s * rows * cols),
         store(rows * cols * p.elem_bytes),
     ])
-    return Schedule(b.build(), smem_bytes(p), {"grid_m": gm, "grid_n": gn, "k_iters": k_iters, "splits": s,
+    return Schedule(b.build(), stage_bytes(p), {"grid_m": gm, "grid_n": gn, "k_iters": k_iters, "splits": s,
                                               "ctas": tiles * s, "l2_hit": hit, "workspace_l2_hit": ws_hit})
 
 
@@ -195,7 +183,7 @@ def _stream_k(p: GemmProblem, device: Device) -> Schedule:
         while it < end:
             t, a = divmod(it, k_iters)
             seg = min(end, (t + 1) * k_iters) - it
-            for ph in _mainloop(p, seg, rows[t], cols[t], hit, math.ceil(seg / chunk), float(c // device.sm_count % 2)):
+            for ph in _mainloop(p, seg, rows[t], cols[t], hit, math.ceil(seg / chunk)):
                 cta._add(ph)
             partial = rows[t] * cols[t] * ACC_BYTES
             if a != 0:
@@ -206,7 +194,7 @@ def _stream_k(p: GemmProblem, device: Device) -> Schedule:
                     cta.wait(int(flags[t]), others).load_hbm(others * partial, 1.0).fma(others * rows[t] * cols[t])
                 cta.store(rows[t] * cols[t] * e)
             it += seg
-    return Schedule(b.build(), smem_bytes(p), {"grid_m": gm, "grid_n": gn, "k_iters": k_iters, "ctas": g,
+    return Schedule(b.build(), stage_bytes(p), {"grid_m": gm, "grid_n": gn, "k_iters": k_iters, "ctas": g,
                                               "iters_per_cta": total / g, "l2_hit": hit,
                                               "split_tiles": int(np.sum(contributors > 1))})
 

@@ -32,8 +32,11 @@ early; then the whole output tiles; then the host part and its fixup, so the
 host rarely waits (all shares are equal, so all CTAs finish together).
 
 The per-tile costs are :mod:`sim.kernel.schedules.split_kv`'s (same K/V bytes,
-same padded tile rows, same softmax work), so Lean and FlashDecoding differ
-only in how the work is cut and in the separate combine kernel.
+same padded tile rows, same softmax work, the same FlashAttention-2 kernel
+model: two stages, ``mma.sync``, softmax not overlapped with the matmuls, one
+``BLOCK_N x d`` tile in flight per CTA; LeanAttention is written on
+FlashAttention-2's code), so Lean and FlashDecoding differ only in how the
+work is cut and in the separate combine kernel.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from hwmodels.device import Device
 from hwmodels.errors import InvalidValueError
 from sim.kernel.occupancy import occupancy
 from sim.kernel.program import ProgramBuilder, fma, load, mma
-from sim.kernel.schedules.flash import MAX_CHUNKS, exp_fma_flops
+from sim.kernel.schedules.flash import MAX_CHUNKS, STAGES, exp_fma_flops, softmax_fma_flops
 from sim.kernel.schedules.problem import AttentionProblem
 from sim.kernel.schedules.registry import Schedule, register
 from sim.kernel.schedules.split_kv import BLOCK_M, REGS, THREADS, block_n
@@ -84,12 +87,13 @@ def segment_phases(problem: AttentionProblem, device: Device, keys: float, rows:
     kb = block_n(d)
     blocks = math.ceil(keys / kb)
     n = max(1, min(MAX_CHUNKS, blocks))
+    per_score = softmax_fma_flops(device, d, kb)[0]
     phases = [load(outputs * rows * d * problem.elem_bytes)]
     for _ in range(n):
         phases += [
             load(2.0 * keys * d * problem.kv_elem_bytes / n),
             mma(4.0 * padded * kb * d * blocks / n, problem.dtype),
-            fma(softmax_flops_per_score(device) * padded * kb * blocks / n),
+            fma(per_score * padded * kb * blocks / n),
         ]
     return phases
 
@@ -138,7 +142,7 @@ def build_lean(problem: AttentionProblem, device: Device, b: ProgramBuilder | No
     partial = rows * (d + 1) * PARTIAL_BYTES
     out_bytes = rows * d * problem.elem_bytes
     hit = 1.0 if calibration(device).l2_bytes_per_s else 0.0  # partials just written: read back from L2
-    k = b.kernel(name, threads=THREADS, regs=REGS, smem=smem)
+    k = b.kernel(name, threads=THREADS, regs=REGS, smem=smem, stages=STAGES, mma_sync=True, one_math_pipe=True)
     n_partials = n_hosts = 0
     for segs in shares:
         cta = k.cta()
@@ -176,8 +180,8 @@ def build_lean(problem: AttentionProblem, device: Device, b: ProgramBuilder | No
 
 
 def in_flight_bytes(problem: AttentionProblem) -> float:
-    """Bytes a CTA keeps in flight: one K and one V block (double-buffered copy of the next block)."""
-    return 2.0 * block_n(problem.head_dim) * problem.head_dim * problem.kv_elem_bytes
+    """Bytes a CTA keeps in flight: one K or V block (FlashAttention-2 waits for each before issuing the next)."""
+    return float(block_n(problem.head_dim) * problem.head_dim * problem.kv_elem_bytes)
 
 
 def check_decode(problem: AttentionProblem, what: str) -> None:

@@ -10,15 +10,21 @@ tile, so the grid runs over KV heads; otherwise over query heads with the
 sequence's query rows. Tile ``BLOCK_M = 64`` rows, key block ``BLOCK_N`` =
 256 / 128 / 64 for head_dim <= 64 / <= 128 / above (flash_api.cpp).
 
-**Splits**: FA2's ``num_splits_heuristic`` (:func:`sim.attention.split_kv_splits`)
-over ``batch x grid heads x m blocks`` CTAs and ``ceil(s / BLOCK_N)`` key
-blocks; ``splits=`` overrides it (``splits=1`` is FA2-style decode with
-packing, one kernel). Split ``z`` takes key blocks ``[z nps, (z + 1) nps)``,
-``nps = ceil(blocks / splits)`` (a split left empty still writes its LSE).
+**Splits**: FA2's ``num_splits_heuristic`` (:func:`num_splits`, as
+``set_params_splitkv`` calls it: ``2 x SMs`` "to hard-code the fact that we're
+using 128 threads per block", at most 128 splits, only split counts that change
+``ceil(blocks / splits)``) over ``batch x grid heads x m blocks`` CTAs and
+``ceil(s / BLOCK_N)`` key blocks; ``splits=`` overrides it. With one split FA2
+runs its plain forward kernel (``flash_fwd_kernel``, the ``128 x BLOCK_N`` tile
+of :mod:`.flash`) and no combine; so does this schedule. Split ``z`` takes key
+blocks ``[z nps, (z + 1) nps)``, ``nps = ceil(blocks / splits)`` (a split left
+empty still writes its LSE).
 
 **Grid** ``grid(m_blocks, splits, batch x heads)``. Each CTA: load Q rows,
 per key block (chunked) load K and V, ``4 BLOCK_M BLOCK_N d`` tensor FLOPs on the
-padded tile, ``BLOCK_M BLOCK_N`` exponentials (as in :mod:`.flash`); then
+padded tile, the softmax of ``BLOCK_M BLOCK_N`` scores; the pipeline (two
+stages, one ``BLOCK_N x d`` tile in flight per CTA), ``mma.sync`` and the
+unoverlapped softmax are as in :mod:`.flash`; then
 write O in ``dtype`` (no split) or the fp32 partial O and LSE, ``rows (d + 1)
 4`` bytes. K and V of different splits are different bytes, so they hit L2
 only where several m blocks share a split (:func:`.flash.window_l2_hit`).
@@ -39,15 +45,36 @@ import numpy as np
 
 from hwmodels.device import Device
 from hwmodels.errors import InvalidValueError
-from sim.attention import split_kv_splits
 from sim.kernel.program import ProgramBuilder, fma, load, mma, store
-from sim.kernel.schedules.flash import MAX_CHUNKS, exp_fma_flops, key_limits, resident, window_l2_hit
+from sim.kernel.schedules import flash
+from sim.kernel.schedules.flash import MAX_CHUNKS, STAGES, exp_fma_flops, key_limits, resident, softmax_fma_flops, window_l2_hit
 from sim.kernel.schedules.problem import AttentionProblem
 from sim.kernel.schedules.registry import Schedule, register
 
 BLOCK_M = 64
 THREADS, REGS = 128, 255
 ACC_BYTES = 4.0
+MAX_SPLITS = 128  # flash_api.cpp
+
+
+def num_splits(ctas: int, n_blocks: int, slots: int, max_splits: int = MAX_SPLITS) -> int:
+    """FlashAttention-2's ``num_splits_heuristic`` (``flash_api.cpp``), ``slots`` = ``2 x SMs``.
+
+    No split when ``ctas >= 0.8 slots``; else, over ``s <= min(max_splits, slots,
+    n_blocks)`` whose ``ceil(n_blocks / s)`` differs from ``s - 1``'s, the wave
+    efficiency ``e(s) = w / ceil(w)``, ``w = ctas s / slots``; the smallest ``s``
+    with ``e(s) >= 0.85 max e``.
+    """
+    if ctas >= 0.8 * slots:
+        return 1
+    top = min(max_splits, slots, n_blocks)
+    eff = {}
+    for s in range(1, top + 1):
+        if s == 1 or math.ceil(n_blocks / s) != math.ceil(n_blocks / (s - 1)):
+            w = ctas * s / slots
+            eff[s] = w / math.ceil(w)
+    best = max(eff.values(), default=0.0)
+    return next((s for s, e in eff.items() if e >= 0.85 * best), 1)
 
 
 def block_n(head_dim: int) -> int:
@@ -67,10 +94,14 @@ def plan(p: AttentionProblem, device: Device, splits: int | None = None) -> dict
     bn = block_n(p.head_dim)
     n_blocks = math.ceil(p.context / bn)
     if splits is None:
-        splits = int(split_kv_splits(p.batch * grid_heads * mb, n_blocks, device.sm_count))
+        splits = num_splits(p.batch * grid_heads * mb, n_blocks, 2 * device.sm_count)
     if isinstance(splits, bool) or not isinstance(splits, (int, np.integer)) or splits < 1:
         raise InvalidValueError(f"splits must be a positive integer, got {splits!r}")
-    return {"packed": packed, "grid_heads": grid_heads, "rows": rows, "m_blocks": mb, "block_n": bn,
+    block_m = BLOCK_M
+    if splits == 1:  # FA2's plain forward kernel and tile
+        block_m, bn = flash.BLOCK_M, flash.block_n(p.head_dim)
+        mb, n_blocks = math.ceil(rows / block_m), math.ceil(p.context / bn)
+    return {"packed": packed, "grid_heads": grid_heads, "rows": rows, "m_blocks": mb, "block_m": block_m, "block_n": bn,
             "key_blocks": n_blocks, "splits": int(splits), "blocks_per_split": math.ceil(n_blocks / splits)}
 
 
@@ -79,15 +110,15 @@ def build(problem: AttentionProblem, device: Device, splits: int | None = None) 
     p = problem
     d, e, kv_e = p.head_dim, p.elem_bytes, p.kv_elem_bytes
     pl = plan(p, device, splits)
-    s, mb, bn, nps = pl["splits"], pl["m_blocks"], pl["block_n"], pl["blocks_per_split"]
+    s, mb, bn, nps, bm = pl["splits"], pl["m_blocks"], pl["block_n"], pl["blocks_per_split"], pl["block_m"]
     bh = p.batch * pl["grid_heads"]
-    smem = int((BLOCK_M + 2 * bn) * d * e)
+    smem = int((bm + 2 * bn) * d * e)
     # launch order: m fastest, then split, then (batch, head)
     m_idx = np.tile(np.arange(mb), s * bh)
     z_idx = np.tile(np.repeat(np.arange(s), mb), bh)
     bh_idx = np.repeat(np.arange(bh), mb * s)
-    r0 = m_idx * BLOCK_M
-    r1 = np.minimum(r0 + BLOCK_M, pl["rows"])
+    r0 = m_idx * bm
+    r1 = np.minimum(r0 + bm, pl["rows"])
     rows = (r1 - r0).astype(float)
     # keys this m block may see (causal applies to unpacked query rows only)
     limit = key_limits(p, r0, r1) if not pl["packed"] else np.full(len(m_idx), float(p.context))
@@ -100,19 +131,21 @@ def build(problem: AttentionProblem, device: Device, splits: int | None = None) 
     kv_head = bh_idx % pl["grid_heads"] // (1 if pl["packed"] else p.group)
     stream = ((bh_idx // pl["grid_heads"]) * p.kv_heads + kv_head) * s + z_idx
     hit = window_l2_hit(stream, resident(device, THREADS, REGS, smem))
-    per_exp, softmax = exp_fma_flops(device)
+    per_exp, _ = exp_fma_flops(device)
+    per_score, softmax = softmax_fma_flops(device, d, bn)
     n_chunks = int(max(1, min(MAX_CHUNKS, nps)))
     phases = [load(q_rows_bytes)]
     for _ in range(n_chunks):
         phases += [
             load(2.0 * keys * d * kv_e / n_chunks, hit),
-            mma(4.0 * BLOCK_M * bn * d * blocks / n_chunks, p.dtype),
-            fma(per_exp * BLOCK_M * bn * blocks / n_chunks),
+            mma(4.0 * bm * bn * d * blocks / n_chunks, p.dtype),
+            fma(per_score * bm * bn * blocks / n_chunks),
         ]
     out_rows = rows  # rows of this tile = query rows (x heads when packed)
     phases.append(store(out_rows * (d + 1) * ACC_BYTES if s > 1 else out_rows * d * e))
     b = ProgramBuilder()
-    b.kernel("flash_fwd_splitkv", threads=THREADS, regs=REGS, smem=smem).ctas(len(m_idx), phases)
+    b.kernel("flash_fwd_splitkv" if s > 1 else "flash_fwd", threads=THREADS, regs=REGS, smem=smem, stages=STAGES,
+             mma_sync=True, one_math_pipe=True).ctas(len(m_idx), phases)
     info = {**pl, "ctas": int(len(m_idx)), "kv_l2_hit": float(np.mean(hit)), "softmax": softmax,
             "heads_per_cta": heads_per_cta}
     if s > 1:
@@ -128,4 +161,4 @@ def build(problem: AttentionProblem, device: Device, splits: int | None = None) 
             store(crow * d * e),
         ])
         info.update({"combine_ctas": n_c, "workspace_bytes": ws, "workspace_l2_hit": ws_hit})
-    return Schedule(b.build(), 2.0 * bn * d * kv_e, info)
+    return Schedule(b.build(), float(bn * d * kv_e), info)
