@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import hwmodels as hw
-from sim.kernel import DeadlockError, ProgramBuilder, fma, load, mma, occupancy, rates, signal, simulate, store, wait
+from hwmodels.errors import InvalidValueError
+from sim.kernel import DeadlockError, ProgramBuilder, delay, fma, load, mma, occupancy, rates, signal, simulate, store, wait
 
 DEVICES = ["A100-SXM-80GB", "H100-SXM", "L40S"]
 REL = 1e-9
@@ -83,7 +84,7 @@ def roofline_cycles(prog, dev):
     )
 
 
-amounts = st.floats(min_value=0.0, max_value=1e7, allow_nan=False)
+amounts = st.floats(min_value=0.0, max_value=1e7, allow_nan=False, allow_subnormal=False)  # a subnormal amount underflows to 0 cycles
 phase = st.one_of(
     st.builds(load, amounts, st.sampled_from([0.0, 0.5, 1.0])),
     st.builds(mma, amounts.map(lambda x: x * 1e3), st.sampled_from(["bf16", "fp16", "fp32"])),
@@ -351,6 +352,25 @@ def test_two_stages_overlap_each_load_with_the_previous_mma_closed_form(dev, see
     loads_only = [load(1e6), mma(1.0)] * 3
     assert simulate(staged(1, loads_only, 3), dev, launch=0.0).cycles == pytest.approx(
         3e6 / r.hbm_bytes_per_cycle + 1.0 / r.tensor_flops_per_cycle_per_sm["bf16"], rel=REL)
+
+
+def test_delays_add_in_series_and_share_nothing(dev):
+    r = rates(dev, launch=0.0)
+    nbytes, flops, cycles = 1e6, 4e7, 5000.0
+    lone = simulate(one_kernel(1, [load(nbytes), delay(cycles), mma(flops)]), dev, launch=0.0)
+    expect = nbytes / r.hbm_bytes_per_cycle + cycles + flops / r.tensor_flops_per_cycle_per_sm["bf16"]
+    assert lone.cycles == pytest.approx(expect, rel=REL)
+    # one CTA per SM, each only waiting: all wait at once
+    many = simulate(one_kernel(dev.sm_count, [delay(cycles), delay(cycles)]), dev, launch=0.0)
+    assert many.cycles == pytest.approx(2 * cycles, rel=REL)
+    assert many.hbm_bytes == 0 and many.flops == 0
+
+
+def test_delays_are_refused_in_pipelined_kernels():
+    b = ProgramBuilder()
+    b.kernel("k", threads=128, regs=64, stages=2).ctas(1, [load(1.0), delay(10.0), mma(1.0)])
+    with pytest.raises(InvalidValueError, match="stages=1"):
+        b.build()
 
 
 def test_stages_window_and_fences(dev):

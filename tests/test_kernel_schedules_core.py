@@ -170,12 +170,13 @@ def test_more_sms_or_more_bandwidth_never_slow_a_schedule_down(scale, name, p):
 
     One exception, kept visible: FlashAttention-2's split heuristic (2 x SMs slots, at most 128 splits,
     only split counts that change the blocks per split) gives 1 x 16/2 x 64k on 216 SMs 128 splits
-    instead of 103; the main kernel is bandwidth-bound either way and the longer combine costs 0.3%.
-    With the smaller device's splits the bigger one is never slower, and with its own within 1%."""
+    instead of 103; the main kernel is bandwidth-bound either way and the combine, a chain of one L2 round
+    trip per split, is longer (6% in all). With the smaller device's splits the bigger one is never slower,
+    and with its own within 10%."""
     bigger = hw.derive(A100, scale=scale)
     if name == "split-kv":
         splits = split_kv.plan(p, A100)["splits"]
         assert t(name, p, bigger, splits=splits).seconds <= t(name, p, A100).seconds * (1 + 1e-9)
-        assert t(name, p, bigger).seconds <= t(name, p, A100).seconds * 1.01
+        assert t(name, p, bigger).seconds <= t(name, p, A100).seconds * 1.10
         return
     assert t(name, p, bigger).seconds <= t(name, p, A100).seconds * (1 + 1e-9)

@@ -12,14 +12,15 @@ What exists:
   (numba-compiled event loop in :mod:`sim.kernel._core`) returning cycles,
   seconds, per-CTA placement and times, achieved bytes/s and FLOP/s, SM
   utilisation over time and the tail fraction.
+- :mod:`sim.kernel.schedules`: FlashAttention-2, split-KV (FlashDecoding),
+  LeanAttention, tree, cascade, ring-step and GEMM written as programs, with
+  load/compute overlap inside a CTA (``stages=2``) and fixed latencies
+  (``delay`` phases).
+- :mod:`sim.kernel.validation`: the schedules against kernelab's own H100 run.
 
-Planned, not here yet: schedules for FlashDecoding (split-KV + combine), Lean
-attention / stream-K and FlashAttention-2 written as programs; wiring the
-engine into :mod:`sim.attention` / :mod:`sim.cost` as further kernel models; a
-fixed-latency phase (first-byte latency, barriers); overlap inside one CTA
-(asynchronous copies, warp specialisation); L2 hit rates derived from
-footprints instead of given per load; overlapping kernels (programmatic
-dependent launch) and several streams.
+Planned, not here yet: a pipelined CTA's delay phases; warp specialisation;
+L2 hit rates derived from footprints instead of given per load; overlapping
+kernels (programmatic dependent launch) and several streams.
 """
 
 from sim.kernel.engine import DeadlockError, KernelSimResult, rates, simulate
@@ -29,6 +30,7 @@ from sim.kernel.program import (
     Phase,
     Program,
     ProgramBuilder,
+    delay,
     fma,
     load,
     load_l2,
@@ -46,6 +48,7 @@ __all__ = [
     "Phase",
     "Program",
     "ProgramBuilder",
+    "delay",
     "fma",
     "load",
     "load_l2",

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-LOAD, MMA, FMA, STORE, SIGNAL, WAIT = 0, 1, 2, 3, 4, 5
+LOAD, MMA, FMA, STORE, SIGNAL, WAIT, DELAY = 0, 1, 2, 3, 4, 5, 6
 OK, DEADLOCK = 0, 1
 REL_TOL = 1e-12  # flows within this relative distance of the current virtual time finish together
 
@@ -128,6 +128,9 @@ def run_core(kind, a, b, flag, cta_ptr, kernel_ptr, kernel_occ, kernel_stages, l
     hv = np.zeros(n_slot, np.int64)
     lk = np.zeros(n_slot)
     lv = np.zeros(n_slot, np.int64)
+    dk = np.zeros(n_slot)  # DELAY phases: absolute finish time, slot (stages = 1 kernels only)
+    dv = np.zeros(n_slot, np.int64)
+    dsize = 0
     hsize = 0
     lsize = 0
     Vh = 0.0
@@ -191,6 +194,9 @@ def run_core(kind, a, b, flag, cta_ptr, kernel_ptr, kernel_occ, kernel_stages, l
             if wp >= 0 and tp - now < dt:
                 dt = tp - now
                 which = wp
+            if dsize > 0 and dk[0] - now < dt:
+                dt = dk[0] - now
+                which = -4
             if which == -3:
                 status = DEADLOCK
                 for slot in range(n_slot):
@@ -207,7 +213,12 @@ def run_core(kind, a, b, flag, cta_ptr, kernel_ptr, kernel_occ, kernel_stages, l
                 break
             if dt < 0.0:
                 dt = 0.0
-            now = pnext[which] if which >= 0 else now + dt
+            if which >= 0:
+                now = pnext[which]
+            elif which == -4:
+                now = dk[0]
+            else:
+                now = now + dt
             # ---- advance the shared resources' virtual time to `now` (the SM pipes lazily, below)
             if hsize > 0:
                 Vh = hk[0] if which == -1 else Vh + rh * dt
@@ -242,6 +253,14 @@ def run_core(kind, a, b, flag, cta_ptr, kernel_ptr, kernel_occ, kernel_stages, l
                     cta_pending[c] -= 1
                     fin_now = cta_pending[c] == 0
                 if fin_now and not cta_inready[c]:
+                    cta_inready[c] = True
+                    ready[nr] = c
+                    nr += 1
+            while dsize > 0 and dk[0] <= now + REL_TOL * now:
+                slot, dsize = _heap_pop(dk, dv, dsize)
+                c = slot_cta[slot]
+                cta_pending[c] -= 1
+                if cta_pending[c] == 0 and not cta_inready[c]:
                     cta_inready[c] = True
                     ready[nr] = c
                     nr += 1
@@ -427,6 +446,10 @@ def run_core(kind, a, b, flag, cta_ptr, kernel_ptr, kernel_occ, kernel_stages, l
                             if kd == LOAD and b[ph] > 0.0:
                                 lsize = _heap_push(lk, lv, lsize, Vl + b[ph], slot)
                                 started += 1
+                        elif kd == DELAY:
+                            if a[ph] > 0.0:
+                                dsize = _heap_push(dk, dv, dsize, now + a[ph], slot)
+                                started = 1
                         else:  # MMA or FMA
                             if a[ph] > 0.0:
                                 p = 0 if kd == MMA else 1

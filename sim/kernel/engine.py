@@ -66,6 +66,9 @@ Time is kept in SM clock cycles (``device.clock_hz``). The semantics:
 - **CUDA cores.** An FMA phase is ``F / (peak(fp32) / sm_count / clock_hz)``
   cycles of the SM's CUDA-core pipe, shared the same way (datasheet peak, no
   calibration fraction: there is no measured non-GEMM fp32 figure).
+- **Delays.** A DELAY phase of ``c`` cycles ends ``c`` cycles after it starts
+  and uses no resource (a dependent round trip such as a loop of loads that
+  each wait for the last, a barrier); kernels with ``stages = 1`` only.
 - **Flags.** SIGNAL adds to a program-wide counter at once; WAIT blocks,
   holding its slot, until the counter reaches its count.
 - **Stream.** Kernel ``k`` starts ``launch`` after kernel ``k-1`` ends (the

@@ -16,6 +16,8 @@ kind        ``amount``           meaning
 ``STORE``   bytes                write to HBM
 ``SIGNAL``  increment            add ``amount`` to counter ``flag``
 ``WAIT``    count                block until counter ``flag`` >= ``amount``
+``DELAY``   cycles               a fixed latency (a dependent round trip, a
+                                 barrier) that uses no shared resource
 ==========  ===================  ============================================
 
 Flags are program-wide counters, all starting at 0 (the split-K / stream-K
@@ -45,8 +47,8 @@ import numpy as np
 from hwmodels.device import DTYPES
 from hwmodels.errors import InvalidValueError
 
-LOAD, MMA, FMA, STORE, SIGNAL, WAIT = 0, 1, 2, 3, 4, 5
-PHASE_KINDS = ("load", "mma", "fma", "store", "signal", "wait")
+LOAD, MMA, FMA, STORE, SIGNAL, WAIT, DELAY = 0, 1, 2, 3, 4, 5, 6
+PHASE_KINDS = ("load", "mma", "fma", "store", "signal", "wait", "delay")
 NO_DTYPE = -1  # dtype index of phases that are not tensor-core math
 
 
@@ -91,6 +93,11 @@ def store(nbytes) -> Phase:
 def signal(flag, increment=1) -> Phase:
     """Add ``increment`` to counter ``flag`` (instantaneous)."""
     return Phase(SIGNAL, increment, flag)
+
+
+def delay(cycles) -> Phase:
+    """A fixed latency of ``cycles`` SM cycles that holds the CTA's slot and no resource (kernels with ``stages=1`` only)."""
+    return Phase(DELAY, cycles)
 
 
 def wait(flag, count=1) -> Phase:
@@ -201,6 +208,9 @@ class CtaBuilder:
     def wait(self, flag, count=1):
         return self._add(wait(flag, count))
 
+    def delay(self, cycles):
+        return self._add(delay(cycles))
+
 
 class KernelBuilder:
     """CTAs of one kernel, in launch order: single ones (:meth:`cta`) or groups (:meth:`ctas`)."""
@@ -260,6 +270,8 @@ class ProgramBuilder:
         for k in self._kernels:
             for n, spec in k.groups:
                 phases = spec.phases if isinstance(spec, CtaBuilder) else spec
+                if k.stages > 1 and any(isinstance(ph, Phase) and ph.kind == DELAY for ph in phases):
+                    raise InvalidValueError(f"kernel {k.name!r}: delay phases need stages=1 (a pipelined CTA has no place for them yet)")
                 _group_arrays(k.name, n, phases, kinds, amounts, flags, hits, dtypes, counts)
             launches.append(KernelLaunch(k.name, k.n_ctas, k.threads, k.regs, k.smem, k.stages, k.mma_sync, k.one_math_pipe))
             kernel_sizes.append(k.n_ctas)
@@ -299,7 +311,7 @@ def _group_arrays(kname, n, phases, kinds, amounts, flags, hits, dtypes, counts)
 
     for p in phases:
         if not isinstance(p, Phase):
-            raise InvalidValueError(f"kernel {kname!r}: a phase must be made by load/mma/fma/store/signal/wait, got {p!r}")
+            raise InvalidValueError(f"kernel {kname!r}: a phase must be made by load/mma/fma/store/signal/wait/delay, got {p!r}")
     kinds.append(np.tile(np.array([p.kind for p in phases], np.int8), n))
     dtypes.append(np.tile(np.array([p.dtype for p in phases], np.int8), n))
     amounts.append(column([p.amount for p in phases], "amount"))

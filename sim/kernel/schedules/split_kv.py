@@ -34,7 +34,11 @@ output rows per CTA (head_dim multiple of 128 / of 64 / other), grid
 ``ceil(batch x heads x q / kBlockM)``, 128 threads; each CTA reads the
 ``splits`` partials of its rows (L2 hits while the partials fit in L2: just
 written), does ``splits x rows x (2 d + 4)`` CUDA-core FLOPs plus ``splits x
-rows`` exponentials, and writes O.
+rows`` exponentials, and writes O. Its loads are a chain of round trips
+(``combine_attn_seqk_parallel``: the LSEs, then ``for split: load O_accum;
+accumulate``, each load issued after the last one's use), so the CTA also
+waits ``(splits + 1)`` memory latencies (a ``delay``): the calibration's L2
+latency for the L2-hit part, its DRAM latency for the rest.
 """
 
 from __future__ import annotations
@@ -45,7 +49,8 @@ import numpy as np
 
 from hwmodels.device import Device
 from hwmodels.errors import InvalidValueError
-from sim.kernel.program import ProgramBuilder, fma, load, mma, store
+from hwmodels.calibration import calibration
+from sim.kernel.program import ProgramBuilder, delay, fma, load, mma, store
 from sim.kernel.schedules import flash
 from sim.kernel.schedules.flash import MAX_CHUNKS, STAGES, exp_fma_flops, key_limits, resident, softmax_fma_flops, window_l2_hit
 from sim.kernel.schedules.problem import AttentionProblem
@@ -155,10 +160,13 @@ def build(problem: AttentionProblem, device: Device, splits: int | None = None) 
         crow = np.minimum(cr, total_rows - cr * np.arange(n_c)).astype(float)
         ws = total_rows * s * (d + 1) * ACC_BYTES
         ws_hit = float(min(1.0, device.l2_bytes / ws)) if getattr(device, "l2_bytes", None) else 0.0
+        cal = calibration(device)
+        lat = ws_hit * (cal.l2_latency_cycles or 0.0) + (1.0 - ws_hit) * (cal.dram_latency_cycles or 0.0)
         b.kernel("flash_fwd_splitkv_combine", threads=128, regs=64).ctas(n_c, [
+            delay((s + 1) * lat),
             load(s * crow * (d + 1) * ACC_BYTES, ws_hit),
             fma(s * crow * (2.0 * d + 4.0) + per_exp * s * crow),
             store(crow * d * e),
         ])
-        info.update({"combine_ctas": n_c, "workspace_bytes": ws, "workspace_l2_hit": ws_hit})
+        info.update({"combine_ctas": n_c, "workspace_bytes": ws, "workspace_l2_hit": ws_hit, "combine_latency_cycles": (s + 1) * lat})
     return Schedule(b.build(), float(bn * d * kv_e), info)
