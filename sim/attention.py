@@ -13,19 +13,33 @@ of the device's throughput (one CTA per SM at a time, the others idle).
 - ``split-kv``: FlashDecoding (Dao, Haziza, Massa, Sizov, 2023,
   https://crfm.stanford.edu/2023/10/12/flashdecoding.html): the KV length is
   split so that ``batch x kv_heads x splits`` CTAs fill the SMs, followed by a
-  combine kernel over the fp32 partial outputs. The split count follows
-  FlashAttention-2's ``num_splits_heuristic`` (csrc/flash_attn/flash_api.cpp):
-  the smallest split whose wave efficiency is within 85% of the best, at most
-  128 splits, one split per 128-key block at most (head_dim 128).
+  combine kernel over the fp32 partial outputs. The split count is
+  FlashAttention-2's ``num_splits_heuristic`` (csrc/flash_attn/flash_api.cpp),
+  the kernel simulator's :func:`sim.kernel.schedules.split_kv.num_splits`;
+  with one split FA2 runs its plain forward kernel (128-row tiles).
 
-Both pay for the softmax's exponentials on the special-function units, one
-per (query, key) pair and head, *in series* with the tensor-core matmuls: the
-FlashAttention-2 schedule does not overlap them (Shah et al., FlashAttention-3,
-arXiv:2407.08608, sec. 3.1: the H100 has 989 TFLOP/s of FP16 matmul but only
-3.9 TFLOP/s of special functions, so for head_dim 128 the exponentials take up
-to half the matmul cycles). The device's ``sfu_ops_per_s`` comes from the
-catalog (CUDA guide throughput table); where it is unknown the term is left
-out and the note says so.
+Both issue ``mma.sync`` (Ampere-style warp MMAs), which on Hopper reach only
+the calibration's ``mma_sync_fraction`` of the ``wgmma`` peak (2/3, Shah et
+al., FlashAttention-3, arXiv:2407.08608, sec. 2.2), so their matmul rate is
+``peak x gemm_fraction x mma_sync_fraction``; they stream K and V at the
+read-only bandwidth (``Calibration.achievable_hbm_read_bytes_per_s``).
+
+Both pay for the online softmax *in series* with the tensor-core matmuls: the
+FlashAttention-2 schedule overlaps neither (FlashAttention-3, sec. 3.1: the
+H100 has 989 TFLOP/s of FP16 matmul but only 3.9 TFLOP/s of special
+functions). Per (query, key) pair and head: one exponential on the
+special-function units (the catalog's ``sfu_ops_per_s``; where it is unknown
+the term is left out and the note says so) and ``SOFTMAX_FP32_OPS + d /
+BLOCK_N`` fp32 instructions (scale-and-subtract FFMA, row max, row sum, and the
+output rescale per key block) on the CUDA cores. These constants are the
+kernel simulator's (:mod:`sim.kernel.schedules.flash`), so both models count
+the same work.
+
+Split-KV's combine kernel reads each split's partial result in a chain of
+dependent loads (``combine_attn_seqk_parallel``), so it waits ``splits + 1``
+memory round trips (the calibration's L2 latency for the part of the fp32
+workspace that fits in L2, DRAM latency for the rest); that wait is reported
+as overhead.
 
 The cycle-level kernel simulator plugs in here as ``engine-flash``,
 ``engine-split-kv`` and ``engine-lean`` (:mod:`sim.attention_engine`).
@@ -45,7 +59,6 @@ from hwmodels.errors import UnknownNameError
 QUERY_BLOCK = 128  # FlashAttention-2 forward tile rows (kBlockM) for head_dim 128 on sm80
 QUERY_BLOCK_SPLIT = 64  # rows of the split-KV kernel's tile (flash_fwd_splitkv, kBlockM = 64)
 KEY_BLOCK_DECODE = 128  # key block of the split-KV kernel for head_dim 128 (flash_api.cpp)
-MAX_SPLITS = 128
 
 
 @dataclass(frozen=True, eq=False)
@@ -56,86 +69,94 @@ class AttentionTime:
     sm_fraction: np.ndarray
     extra_bytes: np.ndarray
     note: str
+    #: fixed waits that use no resource (the combine kernel's dependent loads), reported as overhead
+    latency_s: np.ndarray | float = 0.0
 
 
 def _rates(op, device: Device, cal: Calibration) -> tuple[float, float]:
-    flops_per_s = device.peak(op.dtype) * cal.gemm_fraction[op.dtype]
-    bytes_per_s = device.hbm_bytes_per_s * cal.hbm_fraction
-    return flops_per_s, bytes_per_s
+    """Matmul FLOP/s of an ``mma.sync`` kernel and read-only streaming bytes/s."""
+    flops_per_s = device.peak(op.dtype) * cal.gemm_fraction[op.dtype] * cal.mma_sync_fraction
+    return flops_per_s, cal.achievable_hbm_read_bytes_per_s(device)
 
 
-def _compute_s(op, step, heads: int, device: Device, flops_per_s: float, padding) -> tuple[np.ndarray, str]:
-    """Tensor-core time plus the exponentials on the special-function units, in series.
+def _compute_s(op, step, heads: int, head_dim: int, key_block: int, device: Device, flops_per_s: float,
+               padding) -> tuple[np.ndarray, str]:
+    """Tensor-core time plus the online softmax on the SFUs and CUDA cores, in series.
 
     ``padding`` is the ratio of tile rows computed to query rows needed: a
     kernel computes whole ``kBlockM``-row tiles, so one decoding query in a
     128-row tile costs as much as 128.
     """
+    from sim.kernel.schedules.flash import SOFTMAX_FP32_OPS
+
     matmul_s = op.flops * padding / flops_per_s
+    scores = step.attention_pairs * heads * padding
+    fp32_s = scores * (SOFTMAX_FP32_OPS + head_dim / key_block) / device.peak("fp32")
     if device.sfu_ops_per_s is None:
-        return matmul_s, "; softmax exponentials not counted (no SFU rate for this device)"
-    exp_s = step.attention_pairs * heads * padding / device.sfu_ops_per_s
-    return matmul_s + exp_s, "; softmax exponentials on the SFUs, not overlapped"
+        return matmul_s + fp32_s, "; softmax fp32 work counted, exponentials not (no SFU rate for this device)"
+    return matmul_s + fp32_s + scores / device.sfu_ops_per_s, "; softmax (SFU exponentials, fp32 max/sum/rescale) not overlapped"
 
 
-def _padding(rows, block: int):
+def _padding(rows, block):
     rows = np.asarray(rows, dtype=float)
     return np.ceil(rows / block) * block / rows
 
 
 def flash(op, step, heads: int, kv_heads: int, head_dim: int, device: Device, cal: Calibration) -> AttentionTime:
     """FlashAttention-2 forward: grid of ``seqs x heads x ceil(T/128)`` CTAs."""
+    from sim.kernel.schedules import flash as schedule
+
     flops_per_s, bytes_per_s = _rates(op, device, cal)
     q_per_seq = step.new_tokens / step.seqs
     ctas = step.seqs * heads * np.ceil(q_per_seq / QUERY_BLOCK)
     u = np.minimum(1.0, ctas / device.sm_count)
-    compute_s, softmax = _compute_s(op, step, heads, device, flops_per_s, _padding(q_per_seq, QUERY_BLOCK))
+    compute_s, softmax = _compute_s(op, step, heads, head_dim, schedule.block_n(head_dim), device, flops_per_s,
+                                    _padding(q_per_seq, QUERY_BLOCK))
     return AttentionTime(
         compute_s=compute_s / u,
         memory_s=op.bytes / (bytes_per_s * u),
         kernels=np.ones_like(u),
         sm_fraction=u,
         extra_bytes=np.zeros_like(u),
-        note=f"FlashAttention-2 grid: seqs x {heads} heads x query blocks of {QUERY_BLOCK}" + softmax,
+        note=f"FlashAttention-2 grid: seqs x {heads} heads x query blocks of {QUERY_BLOCK}, mma.sync" + softmax,
     )
-
-
-def split_kv_splits(batch_kv_heads, n_key_blocks, sm_count: int) -> np.ndarray:
-    """FlashAttention-2's ``num_splits_heuristic``, vectorized over its inputs."""
-    bh = np.asarray(batch_kv_heads, dtype=float)[..., None]
-    blocks = np.asarray(n_key_blocks, dtype=float)[..., None]
-    s = np.arange(1, MAX_SPLITS + 1, dtype=float)
-    waves = bh * s / sm_count
-    eff = waves / np.ceil(waves)
-    # splits that do not give each split a distinct key block are not considered
-    eff = np.where(s <= np.maximum(blocks, 1), eff, 0.0)
-    # a grid that already fills 80% of the SMs is not split (flash_api.cpp)
-    best = eff.max(axis=-1, keepdims=True)
-    first_good = np.argmax(eff >= 0.85 * best, axis=-1) + 1.0
-    return np.where(bh[..., 0] >= 0.8 * sm_count, 1.0, first_good)
 
 
 def split_kv(op, step, heads: int, kv_heads: int, head_dim: int, device: Device, cal: Calibration) -> AttentionTime:
     """FlashDecoding: split the KV length to fill the SMs, then combine partial results."""
+    from sim.kernel.schedules import split_kv as schedule
+
+    from sim.kernel.schedules import flash as plain
+
     flops_per_s, bytes_per_s = _rates(op, device, cal)
-    bh = step.seqs * kv_heads
-    blocks = np.ceil(step.max_kv_tokens / KEY_BLOCK_DECODE)
-    splits = split_kv_splits(bh, blocks, device.sm_count)
-    ctas = bh * splits
+    # the query heads sharing a KV head are packed into the rows of one tile (GQA packing)
+    packed_rows = step.new_tokens / step.seqs * heads / kv_heads
+    ctas1 = step.seqs * kv_heads * np.ceil(packed_rows / QUERY_BLOCK_SPLIT)
+    # FlashAttention-2's num_splits_heuristic, the kernel simulator's (one definition for both)
+    splits = schedule.num_splits(ctas1, np.ceil(step.max_kv_tokens / schedule.block_n(head_dim)), 2 * device.sm_count)
+    # with one split FA2 runs its plain forward kernel: 128-row tiles, its own key block
+    rows_block = np.where(splits > 1, QUERY_BLOCK_SPLIT, QUERY_BLOCK)
+    key_block = np.where(splits > 1, schedule.block_n(head_dim), plain.block_n(head_dim))
+    ctas = step.seqs * kv_heads * np.ceil(packed_rows / rows_block) * splits
     waves = np.ceil(ctas / device.sm_count)
     u = ctas / (waves * device.sm_count)
     # partial outputs and log-sum-exps in fp32, written by the main kernel and read by the combine
-    extra = np.where(splits > 1, 2.0 * step.new_tokens * heads * (head_dim + 1) * 4.0 * splits, 0.0)
-    # the query heads sharing a KV head are packed into the rows of one tile (GQA packing)
-    packed_rows = step.new_tokens / step.seqs * heads / kv_heads
-    compute_s, softmax = _compute_s(op, step, heads, device, flops_per_s, _padding(packed_rows, QUERY_BLOCK_SPLIT))
+    workspace = step.new_tokens * heads * (head_dim + 1) * 4.0 * splits
+    extra = np.where(splits > 1, 2.0 * workspace, 0.0)
+    # the combine's chain of splits + 1 dependent loads, from L2 where the workspace fits
+    l2_hit = np.minimum(1.0, device.l2_bytes / workspace) if device.l2_bytes else 0.0
+    round_trip = l2_hit * (cal.l2_latency_cycles or 0.0) + (1.0 - l2_hit) * (cal.dram_latency_cycles or 0.0)
+    latency_s = np.where(splits > 1, (splits + 1) * round_trip / device.clock_hz, 0.0)
+    compute_s, softmax = _compute_s(op, step, heads, head_dim, key_block, device, flops_per_s,
+                                    _padding(packed_rows, rows_block))
     return AttentionTime(
         compute_s=compute_s / u,
         memory_s=(op.bytes + extra) / (bytes_per_s * u),
         kernels=np.where(splits > 1, 2.0, 1.0),
         sm_fraction=u,
         extra_bytes=extra,
-        note="split-KV (FlashDecoding) with FlashAttention-2's split heuristic and a combine kernel" + softmax,
+        note="split-KV (FlashDecoding) with FlashAttention-2's split heuristic, mma.sync, and a combine kernel" + softmax,
+        latency_s=latency_s,
     )
 
 

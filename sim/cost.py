@@ -4,7 +4,7 @@ Per op (one kernel, on one GPU):
 
     compute_s  = FLOPs / (peak[dtype] * gemm_fraction[dtype])   (tile- and wave-quantized for GEMMs)
     memory_s   = bytes / (hbm_bytes_per_s * hbm_fraction)
-    overhead_s = kernels * launch_s                            (CUDA-graph launch by default)
+    overhead_s = kernels * launch_s + fixed latencies         (CUDA-graph launch by default; e.g. a combine kernel's chain of loads)
     time_s     = max(compute_s, memory_s) + overhead_s
 
 with the achievable fractions and launch costs from :mod:`hwmodels.calibration`
@@ -114,7 +114,7 @@ def time_op(op: Op, step: Step, model: ModelConfig, sharding: Sharding, device: 
         heads = model.num_heads // sharding.tp
         kv_heads = max(model.num_kv_heads // sharding.tp, 1)
         at = kernel(op, step, heads, kv_heads, model.head_dim, device, cal)
-        return OpTime(op, at.compute_s, at.memory_s, at.kernels * launch_s, at.note)
+        return OpTime(op, at.compute_s, at.memory_s, at.kernels * launch_s + at.latency_s, at.note)
     flops_per_s = device.peak(op.dtype) * cal.gemm_fraction[op.dtype]
     compute = gemm_compute_s(op, device, flops_per_s) if op.kind == "gemm" else op.flops / flops_per_s
     memory = op.bytes / bytes_per_s

@@ -146,7 +146,7 @@ def _attention(row) -> tuple[float, str]:
     cal = hw.calibration(device)
     at = get_attention_kernel(kernel_name)(op, step, heads, kv_heads, d, device, cal)
     # a microbenchmark launches its kernels from Python, one stream launch each (no CUDA graph)
-    time_s = float(np.maximum(at.compute_s, at.memory_s) + at.kernels * (cal.kernel_launch_s or 0.0))
+    time_s = float(np.maximum(at.compute_s, at.memory_s) + at.kernels * (cal.kernel_launch_s or 0.0) + at.latency_s)
     if row["metric"] == "latency_s":
         return time_s, f"{kernel_name} kernel model"
     source_flops = 4.0 * b * s * s * heads * d / (2 if causal else 1)

@@ -105,16 +105,19 @@ def _run_step(row: dict) -> steps.Step:
 OPS = {"eager": "", "compiled": "_compiled"}
 
 
-def step_comparisons(run: str = RUN, device: str | None = None, ops: str = "eager") -> list[Comparison]:
+def step_comparisons(run: str = RUN, device: str | None = None, ops: str = "eager",
+                     engine: bool = False) -> list[Comparison]:
     """Every ``llama_step{_compiled}.csv`` row against :func:`sim.cost.step_cost` (bf16, CUDA graphs).
 
     ``ops="eager"``: every PyTorch op its own kernel (~26 a layer); ``"compiled"``:
     each layer through ``torch.compile`` (~13 kernels a layer, the elementwise
-    ops fused by Inductor, as in gpt-fast)."""
+    ops fused by Inductor, as in gpt-fast). ``engine``: attention timed by the
+    kernel simulator (``engine-split-kv`` for decode, ``engine-flash`` for prefill)."""
     dev = hw.get_device(device or RUNS[run])
     out = []
     for r in read_csv(f"llama_step{OPS[ops]}.csv", run):
-        cost = step_cost(_run_model(r), dev, _run_step(r), Precision())
+        attention = ("engine-split-kv" if r["kind"] == "decode" else "engine-flash") if engine else None
+        cost = step_cost(_run_model(r), dev, _run_step(r), Precision(), attention=attention)
         label = f"{r['model']} ({r['layers']} layers) {r['kind']} batch {r['batch']} " + (
             f"context {r['context']}" if r["kind"] == "decode" else f"{r['new_tokens']} tokens")
         by_bound = {k: float(np.sum(v)) for k, v in cost.time_by_bound().items()}
@@ -186,6 +189,7 @@ def summary(run: str = RUN) -> dict[str, dict]:
                                                          if c.bound == "other"]),
         "whole steps, eager": stats(step_comparisons(run)),
         "whole steps, compiled": stats(step_comparisons(run, ops="compiled")),
+        "whole steps, compiled, engine attention": stats(step_comparisons(run, ops="compiled", engine=True)),
     }
 
 

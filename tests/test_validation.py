@@ -37,10 +37,10 @@ def test_flash_attention_2_decode_pays_for_its_padded_query_tile():
 @pytest.mark.xfail(
     strict=True,
     reason=(
-        "issue 3's bound is not met yet: held-out median |error| is about 26% and max about 110%. "
+        "issue 3's bound is not met yet: held-out median |error| is about 25% and max about 109%. "
         "Known causes: weight-only int8/int4 decode kernels (gpt-fast) do not reach the stream bandwidth "
         "(dequantization is not modelled); TensorRT-LLM v0.5 FP8 first-token latency is 1.2-2.4x the "
-        "calibrated-roofline time; Flash-Decoding microbenchmarks carry ~5-18 us of fixed cost per call beyond two kernel launches"
+        "calibrated-roofline time; the shortest Flash-Decoding microbenchmarks carry fixed costs beyond the launches and the combine's chain of loads"
     ),
 )
 def test_held_out_error_is_within_the_issues_bounds():

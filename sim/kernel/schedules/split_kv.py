@@ -62,24 +62,25 @@ ACC_BYTES = 4.0
 MAX_SPLITS = 128  # flash_api.cpp
 
 
-def num_splits(ctas: int, n_blocks: int, slots: int, max_splits: int = MAX_SPLITS) -> int:
-    """FlashAttention-2's ``num_splits_heuristic`` (``flash_api.cpp``), ``slots`` = ``2 x SMs``.
+def num_splits(ctas, n_blocks, slots, max_splits: int = MAX_SPLITS):
+    """FlashAttention-2's ``num_splits_heuristic`` (``flash_api.cpp``), ``slots`` = ``2 x SMs``; vectorized.
 
     No split when ``ctas >= 0.8 slots``; else, over ``s <= min(max_splits, slots,
     n_blocks)`` whose ``ceil(n_blocks / s)`` differs from ``s - 1``'s, the wave
     efficiency ``e(s) = w / ceil(w)``, ``w = ctas s / slots``; the smallest ``s``
-    with ``e(s) >= 0.85 max e``.
+    with ``e(s) >= 0.85 max e``. Scalars in, an int out; arrays in, a float array
+    out (the step model's sweeps).
     """
-    if ctas >= 0.8 * slots:
-        return 1
-    top = min(max_splits, slots, n_blocks)
-    eff = {}
-    for s in range(1, top + 1):
-        if s == 1 or math.ceil(n_blocks / s) != math.ceil(n_blocks / (s - 1)):
-            w = ctas * s / slots
-            eff[s] = w / math.ceil(w)
-    best = max(eff.values(), default=0.0)
-    return next((s for s, e in eff.items() if e >= 0.85 * best), 1)
+    c = np.asarray(ctas, dtype=float)[..., None]
+    n = np.maximum(np.asarray(n_blocks, dtype=float), 1.0)[..., None]
+    sl = np.asarray(slots, dtype=float)[..., None]
+    s = np.arange(1, max_splits + 1, dtype=float)
+    eligible = (s <= np.minimum(sl, n)) & ((s == 1) | (np.ceil(n / s) != np.ceil(n / np.maximum(s - 1, 1))))
+    w = c * s / sl
+    eff = np.where(eligible, w / np.ceil(w), 0.0)
+    first_good = np.argmax(eff >= 0.85 * eff.max(axis=-1, keepdims=True), axis=-1) + 1.0
+    out = np.where(c[..., 0] >= 0.8 * sl[..., 0], 1.0, first_good)
+    return int(out) if out.ndim == 0 else out
 
 
 def block_n(head_dim: int) -> int:
