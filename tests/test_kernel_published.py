@@ -119,3 +119,16 @@ def test_table_prints_every_row():
     text = pub.table(RESULTS)
     for r in RESULTS:
         assert f"| {r.row.id} |" in text
+
+
+def test_the_readme_shows_the_current_table():
+    """The README's row table is the output of python -m sim.kernel.published; a model change must update it."""
+    from pathlib import Path
+
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    if not readme.exists():
+        pytest.skip("README.md is not beside the tests")
+    current = [line for line in pub.table().splitlines() if line.startswith("| ")]
+    text = readme.read_text()
+    missing = [line for line in current if line not in text]
+    assert not missing, f"{len(missing)} lines differ, e.g. {missing[:2]}"
