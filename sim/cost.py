@@ -5,7 +5,8 @@ Per op (one kernel, on one GPU):
     compute_s  = FLOPs / (peak[dtype] * gemm_fraction[dtype])   (tile- and wave-quantized for GEMMs)
     memory_s   = bytes / (hbm_bytes_per_s * hbm_fraction)
     overhead_s = kernels * launch_s + fixed latencies         (CUDA-graph launch by default; e.g. a combine kernel's chain of loads)
-    time_s     = max(compute_s, memory_s) + overhead_s
+    dequant_s  = a weight-only GEMM's dequantization issue time (sim.dequant; 0 otherwise)
+    time_s     = max(compute_s, memory_s + dequant_s) + overhead_s
 
 with the achievable fractions and launch costs from :mod:`hwmodels.calibration`
 (device-global, measured, each with its source). GEMMs are quantized to
@@ -29,6 +30,7 @@ import numpy as np
 import hwmodels as hw
 from hwmodels.calibration import Calibration
 from sim.attention import default_kernel, get_attention_kernel
+from sim.dequant import dequant_kernel, dequant_s
 from sim.graph import Op, Sharding, step_graph
 from sim.model import ModelConfig
 from sim.precision import Precision
@@ -47,10 +49,12 @@ class OpTime:
     memory_s: np.ndarray
     overhead_s: np.ndarray
     note: str = ""
+    #: CUDA-core dequantization of a weight-only GEMM, issued after its loads, not beside them (sim.dequant)
+    dequant_s: np.ndarray | float = 0.0
 
     @property
     def time_s(self) -> np.ndarray:
-        return np.maximum(self.compute_s, self.memory_s) + self.overhead_s
+        return np.maximum(self.compute_s, self.memory_s + self.dequant_s) + self.overhead_s
 
     @property
     def total_s(self) -> np.ndarray:
@@ -59,8 +63,9 @@ class OpTime:
     @property
     def bound(self) -> np.ndarray:
         """``compute``, ``memory`` or ``overhead`` (launch cost above both)."""
-        busy = np.maximum(self.compute_s, self.memory_s)
-        return np.where(self.overhead_s > busy, "overhead", np.where(self.compute_s >= self.memory_s, "compute", "memory"))
+        busy = np.maximum(self.compute_s, self.memory_s + self.dequant_s)
+        issue = np.maximum(self.compute_s, self.dequant_s)  # tensor-core work, or the dequantization's issue slots
+        return np.where(self.overhead_s > busy, "overhead", np.where(issue >= self.memory_s, "compute", "memory"))
 
 
 @dataclass(frozen=True, eq=False)
@@ -118,15 +123,26 @@ def time_op(op: Op, step: Step, model: ModelConfig, sharding: Sharding, device: 
     flops_per_s = device.peak(op.dtype) * cal.gemm_fraction[op.dtype]
     compute = gemm_compute_s(op, device, flops_per_s) if op.kind == "gemm" else op.flops / flops_per_s
     memory = op.bytes / bytes_per_s
-    return OpTime(op, np.asarray(compute, dtype=float), np.asarray(memory, dtype=float), np.float64(op.kernels * launch_s))
+    dequant, note = np.float64(0.0), ""
+    if op.weight_only_bits is not None:
+        kernel = dequant_kernel(op.weight_only_bits)
+        if kernel is None:
+            note = f"{op.weight_only_bits}-bit weight-only: dequantization not modelled (no measured kernel)"
+        else:
+            weights = op.weight_bytes * 8.0 / op.weight_only_bits
+            memory = memory + weights * kernel.scale_bytes_per_weight / bytes_per_s
+            dequant = dequant_s(weights, op.gemm_mnk[0], kernel, device)
+            note = f"{kernel.kernel}: dequantization issued after the loads (sim.dequant)"
+    return OpTime(op, np.asarray(compute, dtype=float), np.asarray(memory, dtype=float),
+                  np.float64(op.kernels * launch_s), note, np.asarray(dequant, dtype=float))
 
 
 def split_by_bound(op_times) -> dict[str, np.ndarray]:
     """Sum ``(OpTime, times)`` pairs into compute-bound, memory-bound and launch-overhead seconds."""
     out = {k: np.float64(0.0) for k in ("compute", "memory", "overhead")}
     for o, times in op_times:
-        busy = np.maximum(o.compute_s, o.memory_s) * times
-        is_compute = o.compute_s >= o.memory_s
+        busy = np.maximum(o.compute_s, o.memory_s + o.dequant_s) * times
+        is_compute = np.maximum(o.compute_s, o.dequant_s) >= o.memory_s
         out["compute"] = out["compute"] + np.where(is_compute, busy, 0.0)
         out["memory"] = out["memory"] + np.where(is_compute, 0.0, busy)
         out["overhead"] = out["overhead"] + o.overhead_s * times
@@ -223,6 +239,7 @@ class StepCost:
                     "compute_s": f(o.compute_s),
                     "memory_s": f(o.memory_s),
                     "overhead_s": f(o.overhead_s),
+                    "dequant_s": f(o.dequant_s),
                     "flops": f(o.op.flops),
                     "bytes": f(o.op.bytes),
                     "intensity_flops_per_byte": f(o.op.flops / o.op.bytes) if f(o.op.bytes) else None,

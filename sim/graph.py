@@ -47,6 +47,8 @@ class Op:
     #: GEMM dimensions (rows, columns, depth) and how many independent GEMMs, for tile quantization
     gemm_mnk: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
     gemm_groups: np.ndarray = field(default_factory=lambda: np.float64(1.0))
+    #: bits of weights dequantized on the fly to the activations' width (weight-only GEMMs), else None
+    weight_only_bits: int | None = None
 
     @property
     def bytes(self) -> np.ndarray:
@@ -99,6 +101,7 @@ def _gemm(name, rows, n, k, p: Precision, repeat: int, groups=1.0, weight_copies
         dtype=p.gemm_dtype,
         gemm_mnk=(rows / groups, np.float64(n), np.float64(k)),
         gemm_groups=np.asarray(groups, dtype=float),
+        weight_only_bits=p.weight_bits if p.weight_bits < p.activation_bits and p.gemm_dtype != "fp8" else None,
     )
 
 

@@ -90,6 +90,24 @@ def gemm_comparisons(run: str = RUN, device: str | None = None) -> list[Comparis
     return out
 
 
+def weight_only_comparisons(run: str = RUN, device: str | None = None, bits: int = 4) -> list[Comparison]:
+    """``weight_only.csv``'s tinygemm rows (``int4-g32``) against the step model's W4A16 GEMM (sim.dequant)."""
+    dev = hw.get_device(device or RUNS[run])
+    cal = hw.calibration(dev)
+    out = []
+    for r in read_csv("weight_only.csv", run):
+        if r["kind"] != f"int{bits}-g32":
+            continue
+        m, n, k = (float(r[key]) for key in ("m", "n", "k"))
+        op = Op("gemm", "gemm", 1, np.float64(2 * m * n * k), np.float64(n * k * bits / 8),
+                np.float64(2 * (m * k + m * n)), dtype="bf16", gemm_mnk=(np.float64(m), np.float64(n), np.float64(k)),
+                weight_only_bits=bits)
+        t = time_op(op, None, None, None, dev, cal, 0.0, "flash")
+        out.append(Comparison(f"{r['shape']} {r['kind']} {int(m)}x{int(n)}x{int(k)}", float(r["time_s"]),
+                              float(t.time_s), str(t.bound)))
+    return out
+
+
 def _run_model(row: dict):
     return dataclasses.replace(get_model(row["model"]), num_layers=int(row["layers"]))
 

@@ -99,10 +99,12 @@ def test_a_mixed_batch_costs_less_than_its_parts_run_apart():
 
 
 def test_four_bit_weights_speed_up_batch_one_decode_and_an_fp8_kv_cache_halves_kv_bytes():
+    """4-bit weights read a quarter of the bytes (plus group scales) but pay for their dequantization:
+    a speed-up near the 1.88x gpt-fast reports on A100 (196.8 vs 104.9 tokens/s), far from 4x."""
     d = hw.get_device("H100-SXM")
     t16 = float(step_cost(LLAMA7, d, steps.decode(1, 1024)).time_s)
     t4 = float(step_cost(LLAMA7, d, steps.decode(1, 1024), Precision(weight_bits=4)).time_s)
-    assert t4 < 0.4 * t16
+    assert 0.45 * t16 < t4 < 0.7 * t16
     kv16 = [op for op in step_graph(LLAMA7, steps.decode(8, 4096)) if op.kind == "attention"][0].kv_bytes
     kv8 = [op for op in step_graph(LLAMA7, steps.decode(8, 4096), Precision(kv_bits=8)) if op.kind == "attention"][0].kv_bytes
     assert float(kv8) == pytest.approx(float(kv16) / 2)
@@ -174,3 +176,32 @@ def test_flash_attention_2_runs_at_the_mma_sync_rate_on_hopper():
         attn = next(o for o in step_cost(LLAMA7, d, step).ops if o.op.kind == "attention")
         matmul_s = float(attn.op.flops) / (d.peak("bf16") * cal.gemm_fraction["bf16"] * fraction)
         assert float(attn.compute_s) > matmul_s  # plus the softmax, in series
+
+
+def test_int4_weight_only_gemms_pay_their_dequantization_after_their_loads():
+    """W4A16 (gpt-fast's tinygemm): time = max(compute, loads + dequantization issue) + launch (sim.dequant)."""
+    d = hw.get_device("A100-SXM-80GB")
+    cost = step_cost(LLAMA7, d, steps.decode(1, 512), Precision(weight_bits=4))
+    gemms = [o for o in cost.ops if o.op.kind == "gemm"]
+    assert all(float(o.dequant_s) > 0 for o in gemms)
+    for o in gemms:
+        assert float(o.time_s) == pytest.approx(
+            max(float(o.compute_s), float(o.memory_s) + float(o.dequant_s)) + float(o.overhead_s))
+    assert "tinygemm" in gemms[0].note
+    assert cost.as_dict()["ops"][2]["dequant_s"] > 0
+
+
+def test_dequantization_takes_what_the_sms_and_clock_allow():
+    base = hw.get_device("A100-SXM-80GB")
+    wide = hw.derive(base, "A100-2xSM", scale={"sm_count": 2.0})
+    step, p = steps.decode(1, 512), Precision(weight_bits=4)
+    qkv = [next(o for o in step_cost(LLAMA7, d, step, p).ops if o.op.name == "qkv_proj") for d in (base, wide)]
+    assert float(qkv[1].dequant_s) == pytest.approx(float(qkv[0].dequant_s) / 2)
+
+
+def test_weight_only_widths_without_a_measured_kernel_say_so():
+    cost = step_cost(LLAMA7, hw.get_device("A100-SXM-80GB"), steps.decode(1, 512), Precision(weight_bits=8))
+    qkv = next(o for o in cost.ops if o.op.name == "qkv_proj")
+    assert float(qkv.dequant_s) == 0 and "not modelled" in qkv.note
+    fp8 = step_cost(LLAMA7, hw.get_device("H100-SXM"), steps.decode(1, 512), Precision(weight_bits=8, activation_bits=8))
+    assert all(o.op.weight_only_bits is None for o in fp8.ops)

@@ -108,3 +108,44 @@ def test_fusing_the_elementwise_ops_brings_the_measured_steps_toward_the_model(r
 @pytest.mark.xfail(strict=True, reason="whole steps inherit the attention misses above and the GEMV ramp-up")
 def test_whole_compiled_steps_are_within_ten_percent_median(run):
     assert vr.stats(vr.step_comparisons(run, ops="compiled"))["median_abs_error"] <= 0.10
+
+
+def _ncu(metric, path="ncu_int4-g32.csv"):
+    import csv
+
+    file = resources.files("sim") / "data" / "measured" / vr.RUN / path
+    lines = [line for line in file.read_text().splitlines() if line.startswith('"')]
+    return [float(r["Metric Value"].replace(",", "")) for r in csv.DictReader(lines) if r["Metric Name"] == metric]
+
+
+def test_the_int4_kernel_time_is_its_loads_plus_its_issue_time():
+    """Nsight Compute's own duration of tinygemm at one token against the W4A16 model (no launch, no timer floor)."""
+    import numpy as np
+
+    import hwmodels as hw
+    from sim.cost import time_op
+    from sim.graph import Op
+
+    durations = [d * 1e-9 for d in _ncu("Duration")]
+    clock = float(np.median(_ncu("SM Frequency")))
+    h100 = hw.get_device("H100-SXM")
+    at_run_clock = hw.derive(h100, "H100-SXM@run-clock", set={"clock_hz": clock})
+    n, k = 22016, 4096
+    op = Op("gemm", "gemm", 1, np.float64(2 * n * k), np.float64(n * k / 2), np.float64(2 * (k + n)),
+            gemm_mnk=(np.float64(1), np.float64(n), np.float64(k)), weight_only_bits=4)
+    t = time_op(op, None, None, None, at_run_clock, hw.calibration(at_run_clock), 0.0, "flash")
+    assert float(t.time_s) == pytest.approx(float(np.median(durations)), rel=0.08)
+    assert 0.8 < float(t.dequant_s) / float(t.memory_s) < 1.25  # the two halves of the measured time
+
+
+def test_long_int4_gemms_at_one_token_are_within_ten_percent():
+    rows = [c for c in vr.weight_only_comparisons() if " 1x" in c.label and c.measured_s >= 80e-6]
+    assert len(rows) >= 2
+    assert all(abs(c.error) <= 0.10 for c in rows), [(c.label, round(c.error, 3)) for c in rows]
+
+
+@pytest.mark.xfail(strict=True, reason="tinygemm at 8 tokens takes 1.4-1.7x its 1-token time; the model charges one "
+                                       "16-row tile for both (no instruction count was measured at 8 tokens)")
+def test_int4_gemms_at_eight_tokens_within_twenty_percent():
+    rows = [c for c in vr.weight_only_comparisons() if " 8x" in c.label]
+    assert vr.stats(rows)["median_abs_error"] <= 0.20
