@@ -53,35 +53,37 @@ from sim.kernel.program import LOAD, Program
 from sim.kernel.schedules.problem import AttentionProblem
 from sim.kernel.schedules.run import build_schedule
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "measured" / "kernelab_h100_2026-11-25"
-DEVICE = "H100-SXM"
+MEASURED = Path(__file__).resolve().parents[1] / "data" / "measured"
+#: run folder -> the catalog device it was measured on
+RUNS = {"kernelab_h100_2026-11-25": "H100-SXM", "kernelab_h200_2026-11-25": "H200"}
+RUN = "kernelab_h100_2026-11-25"
 LAUNCH_ROW = "graph_replay_tiny_kernel"
 #: rows used to set a parameter (none: every device figure comes from elsewhere)
 CALIBRATION_ROWS: tuple[str, ...] = ()
 
 
-def _rows(name: str) -> list[dict]:
-    with open(DATA / name, newline="") as f:
+def _rows(name: str, run: str = RUN) -> list[dict]:
+    with open(MEASURED / run / name, newline="") as f:
         return [r for r in csv.DictReader(f) if r["backend"] == "flash"]
 
 
-def measured_launch_s() -> float:
+def measured_launch_s(run: str = RUN) -> float:
     """launch.csv, row ``graph_replay_tiny_kernel``: GPU-side cost of one back-to-back kernel."""
-    with open(DATA / "launch.csv", newline="") as f:
+    with open(MEASURED / run / "launch.csv", newline="") as f:
         for r in csv.DictReader(f):
             if r["op"] == LAUNCH_ROW:
                 return float(r["time_s_per_kernel"])
     raise LookupError(f"launch.csv has no row {LAUNCH_ROW!r}")
 
 
-def cases() -> list[dict]:
+def cases(run: str = RUN) -> list[dict]:
     """One dict per measured ``flash`` row: id, family, schedule, problem, measured seconds."""
     out = []
-    for r in _rows("attention_decode.csv"):
+    for r in _rows("attention_decode.csv", run):
         b, h, hkv, d, s = (int(r[k]) for k in ("batch", "heads", "kv_heads", "head_dim", "context"))
         out.append({"id": f"decode b{b} h{h}/{hkv} d{d} s{s}", "family": "decode", "schedule": "split-kv",
                     "problem": AttentionProblem(b, h, hkv, d, s), "measured_s": float(r["time_s"])})
-    for r in _rows("attention_prefill.csv"):
+    for r in _rows("attention_prefill.csv", run):
         b, h, L, d = (int(r[k]) for k in ("batch", "heads", "seqlen", "head_dim"))
         causal = r["causal"] == "1"
         out.append({"id": f"prefill b{b} h{h} d{d} L{L}{' causal' if causal else ''}", "family": "prefill",
@@ -107,20 +109,20 @@ def with_dirty_l2(program: Program, l2_bytes: float) -> Program:
     return dataclasses.replace(program, amount=amount, l2_hit=hit)
 
 
-def predict(case: dict, device: Device, harness: bool = True) -> float:
+def predict(case: dict, device: Device, harness: bool = True, run: str = RUN) -> float:
     """Simulated seconds of one case (see the module docstring for ``harness``)."""
     sched = build_schedule(case["schedule"], case["problem"], device)
     program = with_dirty_l2(sched.program, device.l2_bytes) if harness and device.l2_bytes else sched.program
-    launch = measured_launch_s() if harness else "kernel"
+    launch = measured_launch_s(run) if harness else "kernel"
     return simulate(program, device, launch=launch, load_bytes_in_flight=sched.load_bytes_in_flight).seconds
 
 
-def table(harness: bool = True, device: Device | None = None) -> list[dict]:
+def table(harness: bool = True, device: Device | None = None, run: str = RUN) -> list[dict]:
     """Rows ``{id, family, schedule, measured_s, predicted_s, error}``, in file order."""
-    device = device or CATALOG.get(DEVICE)
+    device = device or CATALOG.get(RUNS[run])
     out = []
-    for c in cases():
-        pred = predict(c, device, harness)
+    for c in cases(run):
+        pred = predict(c, device, harness, run)
         out.append({"id": c["id"], "family": c["family"], "schedule": c["schedule"], "measured_s": c["measured_s"],
                     "predicted_s": pred, "error": pred / c["measured_s"] - 1.0})
     return out
@@ -143,15 +145,18 @@ def summary(rows: list[dict]) -> dict:
 
 
 def main() -> None:
-    rows = table()
-    print(f"{'row':40s} {'measured us':>12s} {'predicted us':>13s} {'error':>7s}")
-    for r in rows:
-        print(f"{r['id']:40s} {r['measured_s'] * 1e6:12.1f} {r['predicted_s'] * 1e6:13.1f} {r['error']:+7.1%}")
-    print()
-    for fam, s in summary(rows).items():
-        a, h = s["all"], s["held_out"]
-        print(f"{fam:8s} rows {a['rows']:3d}  median |error| {a['median_abs_error']:6.1%}  max {a['max_abs_error']:6.1%}"
-              f"   held out: rows {h['rows']}, median {h['median_abs_error']:6.1%}, max {h['max_abs_error']:6.1%}")
+    for run, device in RUNS.items():
+        rows = table(run=run)
+        print(f"## {run} ({device})\n")
+        print(f"{'row':40s} {'measured us':>12s} {'predicted us':>13s} {'error':>7s}")
+        for r in rows:
+            print(f"{r['id']:40s} {r['measured_s'] * 1e6:12.1f} {r['predicted_s'] * 1e6:13.1f} {r['error']:+7.1%}")
+        print()
+        for fam, s in summary(rows).items():
+            a, h = s["all"], s["held_out"]
+            print(f"{fam:8s} rows {a['rows']:3d}  median |error| {a['median_abs_error']:6.1%}  max {a['max_abs_error']:6.1%}"
+                  f"   held out: rows {h['rows']}, median {h['median_abs_error']:6.1%}, max {h['max_abs_error']:6.1%}")
+        print()
 
 
 if __name__ == "__main__":
