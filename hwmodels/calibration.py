@@ -43,9 +43,10 @@ _SCALARS = (
 # falls back to the device's own stream figure, mma.sync's fraction to 1 or to its architecture's.
 _OPTIONAL = (
     ("memory", "read_stream_gb_per_s", "read_stream_bytes_per_s"),
+    ("memory", "gemv_gb_per_s", "gemv_bytes_per_s"),
     ("compute", "mma_sync_fraction", "mma_sync_fraction"),
 )
-_SI = {"stream_gb_per_s": 1e9, "read_stream_gb_per_s": 1e9, "l2_bandwidth_gb_per_s": 1e9, "kernel_launch_us": 1e-6, "graph_launch_us": 1e-6}
+_SI = {"stream_gb_per_s": 1e9, "read_stream_gb_per_s": 1e9, "gemv_gb_per_s": 1e9, "l2_bandwidth_gb_per_s": 1e9, "kernel_launch_us": 1e-6, "graph_launch_us": 1e-6}
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,12 @@ class Calibration:
     device without that measurement gets its ``hbm_fraction`` (no read advantage
     is assumed; the provenance says so).
 
+    ``gemv_fraction`` = measured weight-streaming rate of a memory-bound
+    (matrix-vector-like) cuBLAS GEMM / datasheet bandwidth: the rate decode
+    GEMMs read their weights at, below the triad figure on the devices measured
+    (0.81 of peak on H100, 0.83 on H200). A device without the measurement gets
+    its stream fraction times the same-vendor median ratio of the two.
+
     ``mma_sync_fraction``: the fraction of the datasheet tensor-core peak that
     the warp-level ``mma.sync`` instruction (the only one before Hopper) can
     reach. 1.0 where ``mma.sync`` is the native instruction (Volta..Ada, CDNA);
@@ -90,6 +97,7 @@ class Calibration:
     provenance: Mapping[str, Sourced] = field(default_factory=dict, compare=False, repr=False)
     hbm_read_fraction: float | None = None
     mma_sync_fraction: float = 1.0
+    gemv_fraction: float | None = None
 
     def achievable_hbm_bytes_per_s(self, device: Device) -> float:
         return self.hbm_fraction * device.hbm_bytes_per_s
@@ -97,6 +105,10 @@ class Calibration:
     def achievable_hbm_read_bytes_per_s(self, device: Device) -> float:
         """Read-only streaming bandwidth; the stream (triad) figure where no read-only one is measured."""
         return (self.hbm_read_fraction if self.hbm_read_fraction is not None else self.hbm_fraction) * device.hbm_bytes_per_s
+
+    def achievable_gemv_bytes_per_s(self, device: Device) -> float:
+        """Weight-streaming rate of a memory-bound GEMM; the stream figure where nothing better is known."""
+        return (self.gemv_fraction if self.gemv_fraction is not None else self.hbm_fraction) * device.hbm_bytes_per_s
 
     def achievable_flops_per_s(self, device: Device, dtype: str) -> float:
         return self.gemm_fraction[dtype] * device.peak(dtype)
@@ -219,10 +231,31 @@ def _calibration(device: Device, base: Device | None) -> Calibration:
     elif out.get("hbm_fraction") is not None:
         out["hbm_read_fraction"] = out["hbm_fraction"]
         provenance["hbm_read_fraction"] = provenance["hbm_fraction"]  # no read-only measurement: the stream figure
+    if out.get("hbm_fraction") is not None:
+        out["gemv_fraction"], provenance["gemv_fraction"] = _gemv_fraction(device, own, catalog_of, out["hbm_fraction"],
+                                                                             provenance["hbm_fraction"])
     out["mma_sync_fraction"], mma_source = _mma_sync_fraction(device, own, catalog_of)
     if mma_source is not None:
         provenance["mma_sync_fraction"] = mma_source
     return Calibration(device=device.name, gemm_fraction=MappingProxyType(gemm), provenance=MappingProxyType(provenance), **out)
+
+
+def _gemv_fraction(device: Device, own, catalog_of, hbm_fraction: float, stream_source: Sourced) -> tuple[float, Sourced]:
+    """This device's measured GEMV streaming rate, else its stream fraction times the same-vendor median of
+    (GEMV rate / stream rate) over devices that have both, else its stream fraction (no GEMV penalty assumed)."""
+    if own is not None and "gemv_bytes_per_s" in own.values:
+        return own.values["gemv_bytes_per_s"] / catalog_of[own.device].hbm_bytes_per_s, own.provenance["gemv_bytes_per_s"]
+    ratios = {name: m.values["gemv_bytes_per_s"] / m.values["stream_bytes_per_s"]
+              for name, m in sorted(measurements().items())
+              if "gemv_bytes_per_s" in m.values and "stream_bytes_per_s" in m.values
+              and catalog_of[name].vendor == device.vendor}
+    if not ratios:
+        return hbm_fraction, stream_source
+    ratio = statistics.median(ratios.values())
+    source = Source(key="fallback", url="kernelab:hwmodels/calibration.py", kind="derived",
+                    title=f"stream fraction x median GEMV/stream ratio of {device.vendor} devices: {', '.join(ratios)}")
+    return hbm_fraction * ratio, Sourced(value=hbm_fraction * ratio, source=source,
+                                         note=f"ratio {ratio:.3f}: " + ", ".join(f"{k} {v:.3f}" for k, v in ratios.items()))
 
 
 def _mma_sync_fraction(device: Device, own, catalog_of) -> tuple[float, Sourced | None]:

@@ -67,6 +67,7 @@ def device_detail(d: Device, with_calibration: bool = True) -> dict:
 _CAL_UNITS = {
     "hbm_fraction": "fraction",
     "hbm_read_fraction": "fraction",
+    "gemv_fraction": "fraction",
     "mma_sync_fraction": "fraction",
     "l2_bytes_per_s": "B/s",
     "l2_latency_cycles": "cycles",

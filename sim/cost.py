@@ -3,7 +3,7 @@
 Per op (one kernel, on one GPU):
 
     compute_s  = FLOPs / (peak[dtype] * gemm_fraction[dtype])   (tile- and wave-quantized for GEMMs)
-    memory_s   = bytes / (hbm_bytes_per_s * hbm_fraction)
+    memory_s   = bytes / (hbm_bytes_per_s * hbm_fraction)       (GEMMs: gemv_fraction, their measured weight-streaming rate)
     overhead_s = kernels * launch_s + fixed latencies         (CUDA-graph launch by default; e.g. a combine kernel's chain of loads)
     dequant_s  = a weight-only GEMM's dequantization issue time (sim.dequant; 0 otherwise)
     time_s     = max(compute_s, memory_s + dequant_s) + overhead_s
@@ -122,6 +122,8 @@ def time_op(op: Op, step: Step, model: ModelConfig, sharding: Sharding, device: 
         return OpTime(op, at.compute_s, at.memory_s, at.kernels * launch_s + at.latency_s, at.note)
     flops_per_s = device.peak(op.dtype) * cal.gemm_fraction[op.dtype]
     compute = gemm_compute_s(op, device, flops_per_s) if op.kind == "gemm" else op.flops / flops_per_s
+    if op.kind == "gemm":  # a memory-bound GEMM streams its weights at cuBLAS's measured GEMV rate
+        bytes_per_s = cal.achievable_gemv_bytes_per_s(device)
     memory = op.bytes / bytes_per_s
     dequant, note = np.float64(0.0), ""
     if op.weight_only_bits is not None:
@@ -129,8 +131,9 @@ def time_op(op: Op, step: Step, model: ModelConfig, sharding: Sharding, device: 
         if kernel is None:
             note = f"{op.weight_only_bits}-bit weight-only: dequantization not modelled (no measured kernel)"
         else:
+            # its loads run as plain read streams, then it issues the dequantization (Nsight Compute, sim.dequant)
             weights = op.weight_bytes * 8.0 / op.weight_only_bits
-            memory = memory + weights * kernel.scale_bytes_per_weight / bytes_per_s
+            memory = (op.bytes + weights * kernel.scale_bytes_per_weight) / cal.achievable_hbm_read_bytes_per_s(device)
             dequant = dequant_s(weights, op.gemm_mnk[0], kernel, device)
             note = f"{kernel.kernel}: dequantization issued after the loads (sim.dequant)"
     return OpTime(op, np.asarray(compute, dtype=float), np.asarray(memory, dtype=float),

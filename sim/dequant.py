@@ -4,10 +4,11 @@ A weight-only GEMM reads narrow weights and widens them to the activations'
 16 bits on the CUDA cores before its tensor-core MMAs. At decode sizes the
 kernel is neither memory- nor issue-bound: our H100 run profiled tinygemm
 (gpt-fast's int4 kernel) at DRAM 49% and issue slots 52% busy, with a time
-equal to the *sum* of its load time and its issue time (17.7 + 18.6 us
-against 35.7-36.2 us measured, Llama-2-7B gate_up at one token): it does not
-overlap the two. So, per op:
+equal to the *sum* of its load time and its issue time (17.7 us of loads
+at the read-stream rate + 18.6 us of issue against 35.7-36.2 us measured,
+Llama-2-7B gate_up at one token): it does not overlap the two. So, per op:
 
+    memory_s  = (bytes + group scales and zeros) / read-stream bandwidth
     dequant_s = weights x ceil(rows / rows_per_tile) x warp_instructions_per_weight
                 / (4 x sm_count x clock_hz)
     time_s    = max(compute_s, memory_s + dequant_s) + overhead_s

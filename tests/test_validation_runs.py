@@ -27,8 +27,9 @@ def classes(run):
 
 
 def long_gemms(run, bound):
-    """GEMMs of at least 100 µs: the ~10 µs fixed cost of a kernel is under a tenth of them."""
-    return [c for c in gemms(run) if c.measured_s >= 100e-6 and c.bound == bound]
+    """GEMMs of at least 100 µs (the ~10 µs fixed cost of a kernel is under a tenth of them), less the row
+    each run's GEMV streaming rate was read from."""
+    return [c for c in gemms(run) if c.measured_s >= 100e-6 and c.bound == bound and c.label != vr.GEMV_CALIBRATION_ROW]
 
 
 @RUNS
@@ -55,10 +56,11 @@ def test_compute_bound_gemms_are_within_nine_percent_median(run):
 
 
 @RUNS
-def test_long_memory_bound_gemms_are_within_fifteen_percent_median(run):
+def test_long_memory_bound_gemms_are_within_nine_percent_median(run):
+    """At the GEMV rate measured on one 1 GB row of the same run (reached: H100 4.8%, H200 7.7%)."""
     s = vr.stats(long_gemms(run, "memory"))
     assert s["rows"] >= 10
-    assert s["median_abs_error"] <= 0.15 and s["max_abs_error"] <= 0.25
+    assert s["median_abs_error"] <= 0.09 and s["max_abs_error"] <= 0.20
 
 
 @RUNS
@@ -75,10 +77,10 @@ def test_short_memory_bound_gemms_within_fifteen_percent(run):
 
 
 @RUNS
-def test_the_gemm_time_of_each_profiled_step_is_within_thirteen_percent(run):
+def test_the_gemm_time_of_each_profiled_step_is_within_ten_percent(run):
     rows = [c for c in classes(run) if c.bound == "gemm"]
     assert len(rows) == 4
-    assert all(abs(c.error) <= 0.13 for c in rows), [(c.label, round(c.error, 3)) for c in rows]
+    assert all(abs(c.error) <= 0.10 for c in rows), [(c.label, round(c.error, 3)) for c in rows]
 
 
 @RUNS
