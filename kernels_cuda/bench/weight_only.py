@@ -37,7 +37,7 @@ SHAPES = {
     "llama-2-70b.gate_up": (57344, 8192), "llama-2-70b.down": (8192, 28672),
 }
 TOKENS = (1, 8)
-KINDS = ("bf16", "int8", "int4-g32", "int4-g128")
+KINDS = ("bf16", "int8", "int8-cdt", "int8-reduction", "int4-g32", "int4-g128")
 
 
 def make_case(kind: str, m: int, n: int, k: int):
@@ -46,14 +46,23 @@ def make_case(kind: str, m: int, n: int, k: int):
     if kind == "bf16":
         w = torch.randn(n, k, device=DEV, dtype=torch.bfloat16) * 0.02
         return (lambda: F.linear(x, w)), 2 * n * k, lambda: x.double() @ w.double().T
-    if kind == "int8":
+    if kind.startswith("int8"):
         w8 = torch.randint(-128, 128, (n, k), device=DEV, dtype=torch.int8)
         scales = (torch.rand(n, device=DEV, dtype=torch.bfloat16) + 0.5) * 1e-3
 
         def lin8(x, w8, scales):
             return F.linear(x, w8.to(dtype=x.dtype)) * scales
 
-        compiled = torch.compile(lin8)
+        def lin8_reduction(x, w8, scales):
+            # the matrix-vector product written as a reduction, which Inductor fuses with the int8 -> bf16 cast
+            return (x[:, None, :] * w8.to(dtype=x.dtype)[None]).sum(-1, dtype=torch.float32).to(x.dtype) * scales
+
+        # "int8": today's default compile; "int8-cdt": with gpt-fast's generate.py settings
+        # (coordinate-descent tuning) plus Inductor's memory-bound mm decomposition
+        patch = {"coordinate_descent_tuning": True, "decompose_mem_bound_mm": True} if kind == "int8-cdt" else {}
+        compiled = torch.compile(lin8_reduction if kind == "int8-reduction" else lin8)
+        with torch._inductor.config.patch(patch):
+            compiled(x, w8, scales)  # compile now, under the settings
         return (lambda: compiled(x, w8, scales)), n * k + 2 * n, \
             lambda: (x.double() @ w8.double().T) * scales.double()
     group = int(kind.split("g")[1])
@@ -72,11 +81,11 @@ def make_case(kind: str, m: int, n: int, k: int):
     return (lambda: torch.ops.aten._weight_int4pack_mm(x, wp, group, sz)), n * k // 2 + 4 * n * k // group, reference
 
 
-def measure(out: Path, env) -> None:
+def measure(out: Path, env, kinds=KINDS, tokens=TOKENS) -> None:
     t = ref.Table(out / "weight_only.csv", env)
     for shape, (n, k) in SHAPES.items():
-        for m in TOKENS:
-            for kind in KINDS:
+        for m in tokens:
+            for kind in kinds:
                 try:
                     fn, weight_bytes, reference = make_case(kind, m, n, k)
                     got = fn().double()
@@ -96,6 +105,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "out")))
     ap.add_argument("--ncu", choices=KINDS, help="run one case (llama-2-7b.gate_up, m=1) for Nsight Compute")
+    ap.add_argument("--kinds", nargs="*", choices=KINDS, default=list(KINDS))
+    ap.add_argument("--tokens", nargs="*", type=int, default=list(TOKENS))
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     if args.ncu:
@@ -106,7 +117,7 @@ def main(argv=None):
         torch.cuda.synchronize()
         return
     args.out.mkdir(parents=True, exist_ok=True)
-    measure(args.out, ref.Env())
+    measure(args.out, ref.Env(), args.kinds, args.tokens)
 
 
 if __name__ == "__main__":
