@@ -37,11 +37,9 @@ from sim import step as steps
 from sim.cost import step_cost, time_op
 from sim.graph import Op
 from sim.model import get_model
+from sim.kernel.validation import RUN, RUNS  # run folder -> catalog device, from its environment.json
 from sim.precision import Precision
 
-#: run folder -> the catalog device it was measured on (its environment.json names the card)
-RUNS = {"kernelab_h100_2026-11-25": "H100-SXM", "kernelab_h200_2026-11-25": "H200"}
-RUN = "kernelab_h100_2026-11-25"
 RUN_DEVICE = RUNS[RUN]
 
 #: the gemm.csv row each run's GEMV streaming rate was read from (hwmodels/data/calibration, gemv_gb_per_s)

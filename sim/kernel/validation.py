@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import statistics
 from pathlib import Path
 
@@ -54,8 +55,16 @@ from sim.kernel.schedules.problem import AttentionProblem
 from sim.kernel.schedules.run import build_schedule
 
 MEASURED = Path(__file__).resolve().parents[1] / "data" / "measured"
-#: run folder -> the catalog device it was measured on
-RUNS = {"kernelab_h100_2026-11-25": "H100-SXM", "kernelab_h200_2026-11-25": "H200"}
+
+
+def runs() -> dict[str, str]:
+    """kernelab's own run folders (``sim/data/measured/kernelab_*``) -> the catalog device each was measured on,
+    read from the card name the run recorded (``environment.json``)."""
+    return {d.name: CATALOG.get(json.loads((d / "environment.json").read_text())["device_name"]).name
+            for d in sorted(MEASURED.glob("kernelab_*")) if (d / "environment.json").is_file()}
+
+
+RUNS = runs()
 RUN = "kernelab_h100_2026-11-25"
 LAUNCH_ROW = "graph_replay_tiny_kernel"
 #: rows used to set a parameter (none: every device figure comes from elsewhere)
