@@ -42,7 +42,7 @@ workspace that fits in L2, DRAM latency for the rest); that wait is reported
 as overhead.
 
 The cycle-level kernel simulator plugs in here as ``engine-flash``,
-``engine-split-kv`` and ``engine-lean`` (:mod:`sim.attention_engine`).
+``engine-split-kv``, ``engine-lean`` and ``engine-tree`` (:mod:`sim.attention_engine`).
 """
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ def split_kv(op, step, heads: int, kv_heads: int, head_dim: int, device: Device,
 AttentionModel = Callable[..., AttentionTime]
 ATTENTION_KERNELS: dict[str, AttentionModel] = {"flash": flash, "split-kv": split_kv}
 #: models backed by the cycle-level kernel simulator (sim.attention_engine), imported on first use
-ENGINE_KERNEL_NAMES = ("engine-flash", "engine-split-kv", "engine-lean")
+ENGINE_KERNEL_NAMES = ("engine-flash", "engine-split-kv", "engine-lean", "engine-tree")
 
 
 def get_attention_kernel(name: str) -> AttentionModel:

@@ -1,7 +1,8 @@
 """Attention kernel models backed by the cycle-level kernel simulator (:mod:`sim.kernel`).
 
-``engine-split-kv`` (FlashDecoding), ``engine-lean`` (LeanAttention) and
-``engine-flash`` (FlashAttention-2) plug into the step model like the analytic
+``engine-split-kv`` (FlashDecoding), ``engine-lean`` (LeanAttention),
+``engine-flash`` (FlashAttention-2) and ``engine-tree`` (tree / chain
+verification, the prefix read once for all T tokens) plug into the step model like the analytic
 models of :mod:`sim.attention`, by name (``step_cost(..., attention="engine-lean")``,
 ``kernelab predict --attention engine-lean``).
 
@@ -21,6 +22,8 @@ and the breakdown still says which resource the kernel is bound by.
 
 Ragged batches (sequences with different contexts) and mixed steps are refused:
 the schedules take one context per call. Use the analytic ``split-kv`` there.
+A tree's mask acts at tile granularity in the schedule, so a tree and a chain
+of the same size cost the same.
 """
 
 from __future__ import annotations
@@ -33,20 +36,28 @@ from hwmodels.errors import InvalidValueError
 from sim.attention import AttentionTime, _rates
 
 #: step-model name -> kernel-simulator schedule
-SCHEDULE_OF = {"engine-flash": "flash", "engine-split-kv": "split-kv", "engine-lean": "lean"}
+SCHEDULE_OF = {"engine-flash": "flash", "engine-split-kv": "split-kv", "engine-lean": "lean", "engine-tree": "tree"}
+#: the step kinds each schedule covers
+KINDS_OF = {"flash": ("decode", "prefill"), "split-kv": ("decode",), "lean": ("decode",), "tree": ("decode", "verify")}
 
 _cache: dict[tuple, tuple[float, int]] = {}
 
 
 def _problem(name: str, batch: int, heads: int, kv_heads: int, head_dim: int, query_tokens: int, context: int,
              dtype: str, kv_bits: int):
+    """The schedule's problem for ``batch`` sequences of ``query_tokens`` new tokens each over ``context`` keys.
+
+    The tree schedule takes a verification as ``tree_tokens = T`` over the
+    decode-equivalent context (the ``context - T`` cached tokens plus one)."""
     from sim.kernel.schedules.problem import AttentionProblem
 
+    common = dict(batch=batch, heads=heads, kv_heads=kv_heads, head_dim=head_dim, dtype=dtype, kv_bits=kv_bits)
+    if name == "tree":
+        return AttentionProblem(context=context - query_tokens + 1, tree_tokens=query_tokens, **common)
     if name != "flash" and query_tokens != 1:
         raise InvalidValueError(f"the {name} schedule is a decode kernel (one query token per sequence), "
                                 f"got {query_tokens} per sequence; use engine-flash for prefill")
-    return AttentionProblem(batch=batch, heads=heads, kv_heads=kv_heads, head_dim=head_dim, context=context,
-                            query_tokens=query_tokens, causal=query_tokens > 1, dtype=dtype, kv_bits=kv_bits)
+    return AttentionProblem(context=context, query_tokens=query_tokens, causal=query_tokens > 1, **common)
 
 
 def simulated_time_s(schedule: str, device: Device, cal: Calibration, problem) -> tuple[float, int]:
@@ -70,9 +81,9 @@ def _model(name: str):
         new = np.broadcast_to(step.new_tokens, shape)
         context = np.broadcast_to(step.max_kv_tokens, shape)
         read = np.broadcast_to(step.kv_read_tokens, shape)
-        if step.kind not in ("decode", "prefill"):
-            raise InvalidValueError(f"{name} covers decode and prefill steps, not {step.kind} "
-                                    "(use the analytic flash model, or the kernel simulator's tree schedule)")
+        if step.kind not in KINDS_OF[schedule]:
+            raise InvalidValueError(f"{name} covers {' and '.join(KINDS_OF[schedule])} steps, not {step.kind} "
+                                    "(engine-tree verifies, engine-flash prefills, engine-split-kv and engine-lean decode)")
         if np.any(read != seqs * context):
             raise InvalidValueError(f"{name} simulates one context per call; {step.description or step.kind} "
                                     "has sequences of different lengths (use the analytic split-kv model)")

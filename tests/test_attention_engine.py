@@ -80,3 +80,20 @@ def test_shapes_the_schedules_do_not_cover_are_refused(step, name, match):
 def test_unknown_engine_names_suggest_the_close_ones():
     with pytest.raises(UnknownNameError, match="engine-lean"):
         step_cost(MODEL, H100, steps.decode(1, 10), attention="engine-lena")
+
+
+def test_verifying_one_token_with_the_tree_schedule_is_a_split_kv_decode():
+    verify = attention_op(step_cost(MODEL, H100, steps.verify(4, 4096, 1), attention="engine-tree"))
+    decode = attention_op(step_cost(MODEL, H100, steps.decode(4, 4096), attention="engine-split-kv"))
+    assert float(verify.time_s) == float(decode.time_s)
+
+
+def test_a_64_token_tree_costs_far_less_than_64_decodes():
+    one = float(attention_op(step_cost(MODEL, H100, steps.verify(4, 4096, 1), attention="engine-tree")).time_s)
+    tree = float(attention_op(step_cost(MODEL, H100, steps.verify(4, 4096, 64, tree=True), attention="engine-tree")).time_s)
+    assert one < tree < 3 * one  # the prefix is read once for all 64 tokens
+
+
+def test_the_tree_schedule_does_not_prefill():
+    with pytest.raises(InvalidValueError, match="engine-tree covers decode and verify"):
+        step_cost(MODEL, H100, steps.prefill(1, 512), attention="engine-tree")
