@@ -69,7 +69,7 @@ def test_no_engine_time_beats_the_hbm_roofline():
 
 @pytest.mark.parametrize("step,name,match", [
     (steps.ragged_decode([10, 2000]), "engine-lean", "different lengths"),
-    (steps.prefill(1, 512), "engine-lean", "decode kernel"),
+    (steps.prefill(1, 512), "engine-lean", "covers decode steps, not prefill"),
     (steps.verify(1, 512, 4), "engine-split-kv", "not verify"),
 ])
 def test_shapes_the_schedules_do_not_cover_are_refused(step, name, match):
