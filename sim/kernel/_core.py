@@ -76,6 +76,16 @@ def _pipe_join(pV, plast, pn, pmin, pnext, q, now, amount):
 
 
 @njit(cache=True)
+def _mark_ready(c, done, cta_inready, ready, nr):
+    """Queue CTA ``c`` to advance (once) when ``done``, its last pending phase having finished; returns ``nr``."""
+    if done and not cta_inready[c]:
+        cta_inready[c] = True
+        ready[nr] = c
+        nr += 1
+    return nr
+
+
+@njit(cache=True)
 def run_core(kind, a, b, flag, cta_ptr, kernel_ptr, kernel_occ, kernel_stages, launch_cycles, n_sm,
              hbm_cap, l2_cap, hbm_flow_cap, l2_flow_cap, n_flags):
     """Simulate; amounts ``a`` are HBM bytes (LOAD, STORE), pipe cycles (MMA, FMA) or counts, ``b`` L2 bytes.
@@ -237,10 +247,7 @@ def run_core(kind, a, b, flag, cta_ptr, kernel_ptr, kernel_occ, kernel_stages, l
                 else:
                     cta_pending[c] -= 1
                     fin_now = cta_pending[c] == 0
-                if fin_now and not cta_inready[c]:
-                    cta_inready[c] = True
-                    ready[nr] = c
-                    nr += 1
+                nr = _mark_ready(c, fin_now, cta_inready, ready, nr)
             while lsize > 0 and lk[0] <= Vl + REL_TOL * abs(Vl):
                 slot, lsize = _heap_pop(lk, lv, lsize)
                 c = slot_cta[slot]
@@ -252,18 +259,12 @@ def run_core(kind, a, b, flag, cta_ptr, kernel_ptr, kernel_occ, kernel_stages, l
                 else:
                     cta_pending[c] -= 1
                     fin_now = cta_pending[c] == 0
-                if fin_now and not cta_inready[c]:
-                    cta_inready[c] = True
-                    ready[nr] = c
-                    nr += 1
+                nr = _mark_ready(c, fin_now, cta_inready, ready, nr)
             while dsize > 0 and dk[0] <= now + REL_TOL * now:
                 slot, dsize = _heap_pop(dk, dv, dsize)
                 c = slot_cta[slot]
                 cta_pending[c] -= 1
-                if cta_pending[c] == 0 and not cta_inready[c]:
-                    cta_inready[c] = True
-                    ready[nr] = c
-                    nr += 1
+                nr = _mark_ready(c, cta_pending[c] == 0, cta_inready, ready, nr)
             tlim = now + REL_TOL * now
             for q in range(n_pipe):
                 if pnext[q] <= tlim:
@@ -283,10 +284,7 @@ def run_core(kind, a, b, flag, cta_ptr, kernel_ptr, kernel_occ, kernel_stages, l
                                 pn[q] -= 1
                                 c = slot_cta[slot]
                                 cta_pending[c] -= 1
-                                if cta_pending[c] == 0 and not cta_inready[c]:
-                                    cta_inready[c] = True
-                                    ready[nr] = c
-                                    nr += 1
+                                nr = _mark_ready(c, cta_pending[c] == 0, cta_inready, ready, nr)
                             elif slot_fin[slot] < m:
                                 m = slot_fin[slot]
                     pmin[q] = m
