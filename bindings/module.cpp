@@ -44,4 +44,5 @@ PYBIND11_MODULE(_ext, m) {
   py::register_exception_translator(&translate_cuda_unavailable);
   kernelab::bindings::bind_triad(m);
   kernelab::bindings::bind_cuda(m);
+  kernelab::bindings::bind_attention(m);
 }

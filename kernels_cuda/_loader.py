@@ -22,7 +22,7 @@ from types import ModuleType
 from ._errors import ExtensionNotBuiltError
 
 # Must equal kInterfaceVersion in bindings/bindings.h.
-INTERFACE_VERSION = 1
+INTERFACE_VERSION = 2
 _MODULE_NAME = __package__ + "._ext"
 
 
