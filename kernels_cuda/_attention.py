@@ -28,12 +28,15 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from ._errors import CudaUnavailableError
 from ._loader import require_extension
+
+# numpy is imported inside the functions: importing kernels_cuda needs no
+# numpy (nor the compiled module), as backends() promises.
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = [
     "block_attention",
@@ -48,7 +51,6 @@ MAX_TREE_TOKENS = 256  # attention_cpu.h kMaxTreeTokens
 MAX_SPLITS = 128  # attention_schedule.h kMaxSplits (FlashAttention-2)
 DEFAULT_SM_COUNT = 132  # attention_schedule.h kDefaultSmCount (H100 SXM)
 DEFAULT_LEAN_CTAS_PER_SM = 2  # attention_schedule.h kDefaultLeanCtasPerSm
-_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))
 _DLPACK_CPU = 1
 
 
@@ -71,6 +73,7 @@ def _device_of(x: Any) -> str | None:
 
 
 def _array(fn: str, name: str, x: Any) -> np.ndarray:
+    import numpy as np
     if isinstance(x, np.ndarray):
         return x
     if _device_of(x) == "cuda":
@@ -83,9 +86,10 @@ def _array(fn: str, name: str, x: Any) -> np.ndarray:
 
 def _float_array(fn: str, name: str, x: Any, ndim: int, like: np.ndarray | None = None,
                  like_name: str = "q") -> np.ndarray:
+    import numpy as np
     a = _array(fn, name, x)
     if like is None:
-        if a.dtype not in _FLOAT_DTYPES or not a.dtype.isnative:
+        if a.dtype not in (np.dtype(np.float32), np.dtype(np.float16)) or not a.dtype.isnative:
             raise TypeError(f"{fn}: {name} must have dtype float32 or float16 (native byte order), got {a.dtype}")
     elif a.dtype != like.dtype or not a.dtype.isnative:
         raise TypeError(f"{fn}: {name} must have the dtype of {like_name} ({like.dtype}), got {a.dtype}")
@@ -117,6 +121,7 @@ def _qkv(fn: str, q: Any, k: Any, v: Any, q_ndim: int) -> tuple[np.ndarray, np.n
 
 
 def _scale(fn: str, softmax_scale: Any, head_dim: int) -> float:
+    import numpy as np
     if softmax_scale is None:
         return 1.0 / math.sqrt(head_dim)
     if isinstance(softmax_scale, bool) or not isinstance(softmax_scale, numbers.Real):
@@ -139,6 +144,7 @@ def _int(fn: str, name: str, value: Any, minimum: int, maximum: int | None = Non
 
 def _int_array(fn: str, name: str, x: Any) -> np.ndarray:
     """Integers as a contiguous int64 array (a list or a numpy integer array)."""
+    import numpy as np
     if isinstance(x, np.ndarray):
         a = x
     elif _device_of(x) == "cuda":
@@ -158,10 +164,12 @@ def _int_array(fn: str, name: str, x: Any) -> np.ndarray:
 
 def _outputs(q_shape: tuple[int, ...], dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
     """Outputs poisoned with NaN: the kernel must write every element."""
+    import numpy as np
     return np.full(q_shape, np.nan, dtype=dtype), np.full(q_shape[:-1], np.nan, dtype=np.float32)
 
 
 def _seqlens(fn: str, seqlens: Any, batch: int, capacity: int) -> np.ndarray | None:
+    import numpy as np
     if seqlens is None:
         return None
     s = _int_array(fn, "seqlens", seqlens)
@@ -254,6 +262,7 @@ def tree_attention(q, k, v, parents, *, softmax_scale=None):
     D] and ``lse`` [B, T, Hq]. The prefix is read once per (batch, KV head)
     for all T queries.
     """
+    import numpy as np
     fn = "tree_attention"
     q, k, v = _qkv(fn, q, k, v, 4)
     batch, tokens = q.shape[0], q.shape[1]
@@ -307,6 +316,7 @@ def merge_attention(out_a, lse_a, out_b, lse_b):
     e^(lse_b-m) out_b) / (e^(lse_a-m) + e^(lse_b-m)), lse = m + log(...).
     A -inf side is empty: the other is returned; both -inf gives 0, -inf.
     Returns new arrays (out in the dtype of out_a, lse float32)."""
+    import numpy as np
     fn = "merge_attention"
     a = _array(fn, "out_a", out_a)
     if a.ndim < 1:
@@ -363,6 +373,7 @@ def ring_attention(q, k, v, *, world_size, causal=False, softmax_scale=None):
 
 
 def _bool(fn: str, name: str, value: Any) -> bool:
+    import numpy as np
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{fn}: {name} must be a bool, got {type(value).__name__}")
     return bool(value)

@@ -62,7 +62,11 @@ def run_python(code, env_extra=None, flags=()):
 def test_public_surface():
     assert sorted(kernels_cuda.__all__) == sorted(
         ["CudaUnavailableError", "ExtensionNotBuiltError", "backends",
-         "cuda_stream_bandwidth", "require_cuda", "triad_cpu"]
+         "cuda_stream_bandwidth", "require_cuda", "triad_cpu",
+         # attention (issue 5): CPU twins now, one API for CPU and GPU
+         "attention_lean_partition", "attention_ring_layout", "attention_schedule_splits",
+         "block_attention", "lean_attention", "merge_attention", "ring_attention",
+         "split_kv_attention", "tree_attention"]
     )
     assert issubclass(kernels_cuda.CudaUnavailableError, RuntimeError)
     assert issubclass(kernels_cuda.ExtensionNotBuiltError, RuntimeError)
