@@ -20,14 +20,15 @@ arXiv:2405.10480. What is modelled, after the paper's sections:
   floor((c+1) T / G))``.
 - *Host and finishing CTAs, fixup* (sec. 4): a share that spans an output
   tile's boundary yields partial results. The *host* CTA of an output tile
-  (here: the one holding its last LeanTile, as the issue states the paper's
-  convention) waits until every other CTA that touched that output tile has
-  written its partial ``(O, LSE)`` (fp32) and signalled a flag, then reads
-  them, merges with its own and writes ``O``. An output tile a CTA holds
-  whole is written at once, with no partial.
+  (the one holding its LeanTile 0, as kernelab's CUDA kernel and CPU twin do:
+  ``kernels_cuda/include/kernelab/attention_schedule.h``) waits until every
+  other CTA that touched that output tile has written its partial ``(O,
+  LSE)`` (fp32) and signalled a flag, then reads them, merges with its own
+  and writes ``O``. An output tile a CTA holds whole is written at once, with
+  no partial.
 
-Order inside a CTA (a choice of this model): the non-host partial (the start
-of the output tile that continues in the next CTA) first, so it is signalled
+Order inside a CTA (a choice of this model): the non-host partials (the rest
+of an output tile begun by an earlier CTA) first, so they are signalled
 early; then the whole output tiles; then the host part and its fixup, so the
 host rarely waits (all shares are equal, so all CTAs finish together).
 
@@ -147,16 +148,16 @@ def build_lean(problem: AttentionProblem, device: Device, b: ProgramBuilder | No
     for segs in shares:
         cta = k.cta()
         whole = [s for s in segs if s[1] == 0 and s[2] == n_tiles]
-        heads = [s for s in segs if s[1] > 0 and s[2] == n_tiles]  # host: holds the last tile, others before it
-        tails = [s for s in segs if s[2] < n_tiles]  # continues in the next CTA: a partial
-        for o, t0, t1 in tails:
+        hosts = [s for s in segs if s[1] == 0 and s[2] < n_tiles]  # host: holds tile 0, the rest is in later CTAs
+        rests = [s for s in segs if s[1] > 0]  # the rest of an output begun by an earlier CTA: a partial
+        for o, t0, t1 in rests:
             cta.phases.extend(segment_phases(problem, device, keys_of(t0, t1), rows, padded))
             cta.store(partial).signal(int(flags[o]))
             n_partials += 1
         if whole:
             cta.phases.extend(segment_phases(problem, device, sum(keys_of(*s[1:]) for s in whole), rows, padded, len(whole)))
             cta.store(out_bytes * len(whole))
-        for o, t0, t1 in heads:
+        for o, t0, t1 in hosts:
             cta.phases.extend(segment_phases(problem, device, keys_of(t0, t1), rows, padded))
             others = int(touching[o] - 1)
             cta.wait(int(flags[o]), others)
