@@ -76,6 +76,20 @@ def _pipe_join(pV, plast, pn, pmin, pnext, q, now, amount):
 
 
 @njit(cache=True)
+def _flow_done(c, cta_lidx, cta_lpend, cta_pending):
+    """A load or store flow of CTA ``c`` finished: count it against the CTA's pipelined load (stages >= 2; a
+    store never runs beside one) or its pending phases; True when that count reaches 0."""
+    if cta_lidx[c] >= 0:
+        cta_lpend[c] -= 1
+        if cta_lpend[c] == 0:
+            cta_lidx[c] = -1
+            return True
+        return False
+    cta_pending[c] -= 1
+    return cta_pending[c] == 0
+
+
+@njit(cache=True)
 def _mark_ready(c, done, cta_inready, ready, nr):
     """Queue CTA ``c`` to advance (once) when ``done``, its last pending phase having finished; returns ``nr``."""
     if done and not cta_inready[c]:
@@ -239,27 +253,11 @@ def run_core(kind, a, b, flag, cta_ptr, kernel_ptr, kernel_occ, kernel_stages, l
             while hsize > 0 and hk[0] <= Vh + REL_TOL * abs(Vh):
                 slot, hsize = _heap_pop(hk, hv, hsize)
                 c = slot_cta[slot]
-                if cta_lidx[c] >= 0:  # the producer's load (stages >= 2; a store never runs beside one)
-                    cta_lpend[c] -= 1
-                    fin_now = cta_lpend[c] == 0
-                    if fin_now:
-                        cta_lidx[c] = -1
-                else:
-                    cta_pending[c] -= 1
-                    fin_now = cta_pending[c] == 0
-                nr = _mark_ready(c, fin_now, cta_inready, ready, nr)
+                nr = _mark_ready(c, _flow_done(c, cta_lidx, cta_lpend, cta_pending), cta_inready, ready, nr)
             while lsize > 0 and lk[0] <= Vl + REL_TOL * abs(Vl):
                 slot, lsize = _heap_pop(lk, lv, lsize)
                 c = slot_cta[slot]
-                if cta_lidx[c] >= 0:
-                    cta_lpend[c] -= 1
-                    fin_now = cta_lpend[c] == 0
-                    if fin_now:
-                        cta_lidx[c] = -1
-                else:
-                    cta_pending[c] -= 1
-                    fin_now = cta_pending[c] == 0
-                nr = _mark_ready(c, fin_now, cta_inready, ready, nr)
+                nr = _mark_ready(c, _flow_done(c, cta_lidx, cta_lpend, cta_pending), cta_inready, ready, nr)
             while dsize > 0 and dk[0] <= now + REL_TOL * now:
                 slot, dsize = _heap_pop(dk, dv, dsize)
                 c = slot_cta[slot]
