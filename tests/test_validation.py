@@ -37,7 +37,7 @@ def test_flash_attention_2_decode_pays_for_its_padded_query_tile():
 @pytest.mark.xfail(
     strict=True,
     reason=(
-        "issue 3's bound is not met yet: held-out median |error| is about 17% and max about 58%. "
+        "issue 3's bound is not met yet: held-out median |error| is about 17% and max about 55%. "
         "Known causes: TensorRT-LLM v0.5 FP8 first-token latency is 1.2-2.4x the calibrated-roofline time; "
         "gpt-fast's int8 weight-only kernels (fused by its 2023 compiler) were not measured, so int8 is costed by "
         "bytes alone; gpt-fast's bf16 decode runs ~15% below the model (GEMV streaming and small-kernel costs, "
