@@ -8,10 +8,11 @@ namespace kernelab::bindings {
 
 // Bumped whenever the functions _ext exposes change, so kernels_cuda refuses
 // a stale compiled module instead of failing later (see kernels_cuda/_loader.py).
-constexpr int kInterfaceVersion = 2;
+constexpr int kInterfaceVersion = 3;
 
 void bind_triad(pybind11::module_& m);
 void bind_cuda(pybind11::module_& m);
 void bind_attention(pybind11::module_& m);
+void bind_attention_cuda(pybind11::module_& m);
 
 }  // namespace kernelab::bindings

@@ -45,4 +45,5 @@ PYBIND11_MODULE(_ext, m) {
   kernelab::bindings::bind_triad(m);
   kernelab::bindings::bind_cuda(m);
   kernelab::bindings::bind_attention(m);
+  kernelab::bindings::bind_attention_cuda(m);
 }

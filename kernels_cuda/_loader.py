@@ -22,7 +22,7 @@ from types import ModuleType
 from ._errors import ExtensionNotBuiltError
 
 # Must equal kInterfaceVersion in bindings/bindings.h.
-INTERFACE_VERSION = 2
+INTERFACE_VERSION = 3
 _MODULE_NAME = __package__ + "._ext"
 
 
