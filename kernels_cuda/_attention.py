@@ -4,9 +4,13 @@ tree_attention, ring_attention, block_attention and merge_attention.
 One Python API for CPU and GPU. NumPy arrays run the C++ CPU twins, which
 take their work partition from the same schedule code as the CUDA kernels
 (``include/kernelab/attention_schedule.h``) and accumulate in fp32 with an
-online softmax. CUDA arrays (``__cuda_array_interface__``, or a DLPack
-device other than the CPU) raise :class:`CudaUnavailableError`: the GPU path
-is not built yet. Nothing is ever copied between devices behind your back.
+online softmax. CUDA arrays (CuPy arrays, PyTorch CUDA tensors, anything
+with ``__cuda_array_interface__``) run the CUDA kernels of
+``src/attention_cuda.cu`` on their device, with outputs allocated there by
+the same library (see ``_attention_gpu.py``; float32, float16 and bfloat16,
+head_dim 64 or 128, an optional ``stream=``); without a usable CUDA device
+they raise :class:`CudaUnavailableError`. Nothing is ever copied between
+devices behind your back: mixing numpy and GPU arrays is a ValueError.
 
 Conventions shared by every function:
 
@@ -30,7 +34,7 @@ import math
 import numbers
 from typing import TYPE_CHECKING, Any
 
-from ._errors import CudaUnavailableError
+from . import _attention_gpu as _gpu
 from ._loader import require_extension
 
 # numpy is imported inside the functions: importing kernels_cuda needs no
@@ -77,9 +81,9 @@ def _array(fn: str, name: str, x: Any) -> np.ndarray:
     if isinstance(x, np.ndarray):
         return x
     if _device_of(x) == "cuda":
-        raise CudaUnavailableError(
-            f"{fn}: {name} is a GPU array, but the CUDA path of {fn} is not built yet "
-            "(issue 5: only the CPU twin exists); pass numpy arrays to run it on the CPU"
+        raise ValueError(
+            f"{fn}: {name} is a GPU array while q is a numpy array; all arrays of one call "
+            "must be on one device (nothing is copied behind your back)"
         )
     raise TypeError(f"{fn}: {name} must be a numpy.ndarray, got {type(x).__name__}")
 
@@ -148,7 +152,7 @@ def _int_array(fn: str, name: str, x: Any) -> np.ndarray:
     if isinstance(x, np.ndarray):
         a = x
     elif _device_of(x) == "cuda":
-        raise CudaUnavailableError(f"{fn}: {name} is a GPU array, but the CUDA path of {fn} is not built yet")
+        return _int_array(fn, name, _gpu.host_ints(x))
     elif isinstance(x, (list, tuple)):
         if not all(isinstance(e, numbers.Integral) and not isinstance(e, bool) for e in np.ravel(np.array(x, dtype=object))):
             raise TypeError(f"{fn}: {name} must hold integers")
@@ -191,11 +195,70 @@ def _decode_args(fn: str, q: Any, k: Any, v: Any, seqlens: Any, softmax_scale: A
     return q, k, v, s, _scale(fn, softmax_scale, q.shape[-1])
 
 
-def _lean_attention(q, k, v, seqlens=None, softmax_scale=None, *, grid=None, tile=None):
-    """lean_attention with the schedule's knobs: ``grid`` CTAs (default one
-    wave of an H100: 132 SMs x 2) and ``tile`` keys per LeanTile (default
-    kv_tile_size(head_dim): 256 / 128 / 64)."""
+# --- the GPU path (arrays checked and outputs allocated by _attention_gpu) ---------------
+
+
+def _on_gpu(*arrays: Any) -> bool:
+    return any(_gpu.is_gpu_array(x) for x in arrays)
+
+
+def _no_stream_on_cpu(fn: str, stream: Any) -> None:
+    if stream is not None:
+        raise ValueError(f"{fn}: stream= applies to GPU arrays only; numpy inputs run on the CPU")
+
+
+def _gpu_decode(fn, q, k, v, seqlens, softmax_scale, stream):
+    q, k, v = _gpu.qkv(fn, q, k, v, 3)
+    s = _seqlens(fn, None if seqlens is None else _gpu.host_ints(seqlens), q.shape[0], k.shape[1])
+    scale = _scale(fn, softmax_scale, q.shape[-1])
+    handle = _gpu.stream_handle(fn, stream, q)
+    out, lse = _gpu.empty_outputs(q, q.shape, q.dtype)
+    return q, k, v, s, scale, handle, out, lse
+
+
+def _lean_attention_cuda(q, k, v, seqlens=None, softmax_scale=None, *, grid=None, two_kernel=False,
+                         stream=None):
+    """lean_attention on the GPU with its knobs; returns (out, lse, launch),
+    launch = {grid, ctas_per_sm, sm_count, two_kernel}. ``grid`` None: one
+    wave (SMs x the occupancy query's CTAs per SM); a larger grid, or
+    ``two_kernel=True``, runs the safe two-kernel form (partials kernel, then
+    merge kernel) instead of the host CTAs waiting on flags."""
     fn = "lean_attention"
+    q, k, v, s, scale, handle, out, lse = _gpu_decode(fn, q, k, v, seqlens, softmax_scale, stream)
+    grid = 0 if grid is None else _int(fn, "grid", grid, 1)
+    two_kernel = _bool(fn, "two_kernel", two_kernel)
+    launch = require_extension().lean_attention_cuda(
+        q.ptr, k.ptr, v.ptr, q.shape[0], q.shape[1], k.shape[2], q.shape[2], k.shape[1], q.dtype, s,
+        scale, grid, two_kernel, _gpu.ptr_of(out), _gpu.ptr_of(lse), q.device, handle, True)
+    return out, lse, launch
+
+
+def _split_kv_attention_cuda(q, k, v, seqlens=None, softmax_scale=None, num_splits=None, *, stream=None):
+    """split_kv_attention on the GPU; returns (out, lse, launch), launch =
+    {splits, sm_count} (the heuristic uses the device's SM count)."""
+    fn = "split_kv_attention"
+    q, k, v, s, scale, handle, out, lse = _gpu_decode(fn, q, k, v, seqlens, softmax_scale, stream)
+    splits = 0 if num_splits is None else _int(fn, "num_splits", num_splits, 1, MAX_SPLITS)
+    launch = require_extension().split_kv_attention_cuda(
+        q.ptr, k.ptr, v.ptr, q.shape[0], q.shape[1], k.shape[2], q.shape[2], k.shape[1], q.dtype, s,
+        scale, splits, _gpu.ptr_of(out), _gpu.ptr_of(lse), q.device, handle, True)
+    return out, lse, launch
+
+
+def _lean_attention(q, k, v, seqlens=None, softmax_scale=None, *, grid=None, tile=None,
+                    two_kernel=False, stream=None):
+    """lean_attention with the schedule's knobs: ``grid`` CTAs (CPU default
+    one wave of an H100: 132 SMs x 2; GPU default one wave of the device) and
+    ``tile`` keys per LeanTile (default kv_tile_size(head_dim): 256 / 128 /
+    64; CPU only). GPU only: ``two_kernel`` (see _lean_attention_cuda)."""
+    fn = "lean_attention"
+    if _on_gpu(q, k, v):
+        if tile is not None:
+            raise ValueError(f"{fn}: tile is fixed on the GPU (kv_tile_size(head_dim))")
+        out, lse, _ = _lean_attention_cuda(q, k, v, seqlens, softmax_scale, grid=grid,
+                                           two_kernel=two_kernel, stream=stream)
+        return out, lse
+    _no_stream_on_cpu(fn, stream)
     q, k, v, s, scale = _decode_args(fn, q, k, v, seqlens, softmax_scale)
     grid = DEFAULT_SM_COUNT * DEFAULT_LEAN_CTAS_PER_SM if grid is None else _int(fn, "grid", grid, 1)
     tile = 0 if tile is None else _int(fn, "tile", tile, 1)
@@ -205,7 +268,7 @@ def _lean_attention(q, k, v, seqlens=None, softmax_scale=None, *, grid=None, til
     return out, lse
 
 
-def lean_attention(q, k, v, *, seqlens=None, softmax_scale=None):
+def lean_attention(q, k, v, *, seqlens=None, softmax_scale=None, stream=None):
     """Decode attention by LeanAttention's stream-K partition.
 
     ``q`` [B, Hq, D] (one query token per sequence), ``k`` and ``v`` [B, S,
@@ -216,16 +279,24 @@ def lean_attention(q, k, v, *, seqlens=None, softmax_scale=None):
 
     The flattened (batch, KV head, KV tile) space is cut into equal
     contiguous ranges over a one-wave grid (CPU: 264 "CTAs", an H100's 132
-    SMs x 2); the host CTA of each output merges the partials of the CTAs
-    that shared it.
+    SMs x 2; GPU: the device's SMs x resident CTAs per SM); the host CTA of
+    each output merges the partials of the CTAs that shared it. GPU arrays
+    run the CUDA kernel on their device (``stream``: see _attention_gpu).
     """
-    return _lean_attention(q, k, v, seqlens, softmax_scale)
+    return _lean_attention(q, k, v, seqlens, softmax_scale, stream=stream)
 
 
-def _split_kv_attention(q, k, v, seqlens=None, softmax_scale=None, num_splits=None, *, sm_count=None):
+def _split_kv_attention(q, k, v, seqlens=None, softmax_scale=None, num_splits=None, *, sm_count=None,
+                        stream=None):
     """split_kv_attention with the SM count its heuristic assumes (default
-    132); also returns the splits used."""
+    132; CPU only: the GPU uses its own); also returns the splits used."""
     fn = "split_kv_attention"
+    if _on_gpu(q, k, v):
+        if sm_count is not None:
+            raise ValueError(f"{fn}: sm_count is the device's own on the GPU")
+        out, lse, launch = _split_kv_attention_cuda(q, k, v, seqlens, softmax_scale, num_splits, stream=stream)
+        return out, lse, launch["splits"]
+    _no_stream_on_cpu(fn, stream)
     q, k, v, s, scale = _decode_args(fn, q, k, v, seqlens, softmax_scale)
     splits = 0 if num_splits is None else _int(fn, "num_splits", num_splits, 1, MAX_SPLITS)
     sms = DEFAULT_SM_COUNT if sm_count is None else _int(fn, "sm_count", sm_count, 1)
@@ -235,7 +306,7 @@ def _split_kv_attention(q, k, v, seqlens=None, softmax_scale=None, num_splits=No
     return out, lse, used
 
 
-def split_kv_attention(q, k, v, *, seqlens=None, softmax_scale=None, num_splits=None):
+def split_kv_attention(q, k, v, *, seqlens=None, softmax_scale=None, num_splits=None, stream=None):
     """Decode attention as FlashDecoding does it (FlashAttention-2's split-KV
     kernel and combine). Arguments and results as :func:`lean_attention`.
 
@@ -243,15 +314,16 @@ def split_kv_attention(q, k, v, *, seqlens=None, softmax_scale=None, num_splits=
     num_splits_heuristic for batch x Hkv CTAs on an H100's 132 SMs. Split z
     takes tiles [z n, (z+1) n), n = ceil(tiles / splits), of 256 / 128 / 64
     keys for head_dim <= 64 / <= 128 / more; partials are combined in fp32.
+    On the GPU the heuristic uses the device's SM count.
     """
-    out, lse, _ = _split_kv_attention(q, k, v, seqlens, softmax_scale, num_splits)
+    out, lse, _ = _split_kv_attention(q, k, v, seqlens, softmax_scale, num_splits, stream=stream)
     return out, lse
 
 
 # --- tree ------------------------------------------------------------------------------
 
 
-def tree_attention(q, k, v, parents, *, softmax_scale=None):
+def tree_attention(q, k, v, parents, *, softmax_scale=None, stream=None):
     """Attention of T speculative tree tokens over a P-token prefix.
 
     ``q`` [B, T, Hq, D] (1 <= T <= 256), ``k`` and ``v`` [B, P + T, Hkv, D]
@@ -264,7 +336,12 @@ def tree_attention(q, k, v, parents, *, softmax_scale=None):
     """
     import numpy as np
     fn = "tree_attention"
-    q, k, v = _qkv(fn, q, k, v, 4)
+    gpu = _on_gpu(q, k, v)
+    if gpu:
+        q, k, v = _gpu.qkv(fn, q, k, v, 4)
+    else:
+        _no_stream_on_cpu(fn, stream)
+        q, k, v = _qkv(fn, q, k, v, 4)
     batch, tokens = q.shape[0], q.shape[1]
     if tokens > MAX_TREE_TOKENS:
         raise ValueError(f"{fn}: q holds {tokens} tree tokens, at most {MAX_TREE_TOKENS} are supported")
@@ -285,6 +362,13 @@ def tree_attention(q, k, v, parents, *, softmax_scale=None):
         )
     scale = _scale(fn, softmax_scale, q.shape[-1])
     ext = require_extension()
+    if gpu:
+        handle = _gpu.stream_handle(fn, stream, q)
+        out, lse = _gpu.empty_outputs(q, q.shape, q.dtype)
+        ext.tree_attention_cuda(q.ptr, k.ptr, v.ptr, p, p.ndim == 2, batch, tokens, k.shape[1] - tokens,
+                                q.shape[2], k.shape[2], q.shape[3], q.dtype, scale, _gpu.ptr_of(out),
+                                _gpu.ptr_of(lse), q.device, handle, True)
+        return out, lse
     out, lse = _outputs(q.shape, q.dtype)
     ext.tree_attention_cpu(q, k, v, p, scale, out, lse)
     return out, lse
@@ -293,13 +377,24 @@ def tree_attention(q, k, v, parents, *, softmax_scale=None):
 # --- blocks, merge, ring -----------------------------------------------------------------
 
 
-def block_attention(q, k, v, *, causal=False, softmax_scale=None):
+def block_attention(q, k, v, *, causal=False, softmax_scale=None, stream=None):
     """One Q block against one KV block: ``q`` [B, Sq, Hq, D], ``k`` and
     ``v`` [B, Sk, Hkv, D]. ``causal``: bottom-right aligned, query i sees
     key j iff j <= i + Sk - Sq (rows seeing nothing: out 0, lse -inf).
     Returns ``out`` [B, Sq, Hq, D] and ``lse`` [B, Sq, Hq]; merge partials of
     the same queries over disjoint keys with :func:`merge_attention`."""
     fn = "block_attention"
+    if _on_gpu(q, k, v):
+        q, k, v = _gpu.qkv(fn, q, k, v, 4)
+        causal = _bool(fn, "causal", causal)
+        scale = _scale(fn, softmax_scale, q.shape[-1])
+        handle = _gpu.stream_handle(fn, stream, q)
+        out, lse = _gpu.empty_outputs(q, q.shape, q.dtype)
+        require_extension().block_attention_cuda(
+            q.ptr, k.ptr, v.ptr, q.shape[0], q.shape[1], k.shape[1], q.shape[2], k.shape[2], q.shape[3],
+            causal, q.dtype, scale, _gpu.ptr_of(out), _gpu.ptr_of(lse), q.device, handle, True)
+        return out, lse
+    _no_stream_on_cpu(fn, stream)
     q, k, v = _qkv(fn, q, k, v, 4)
     causal = _bool(fn, "causal", causal)
     scale = _scale(fn, softmax_scale, q.shape[-1])
@@ -309,15 +404,19 @@ def block_attention(q, k, v, *, causal=False, softmax_scale=None):
     return out, lse
 
 
-def merge_attention(out_a, lse_a, out_b, lse_b):
+def merge_attention(out_a, lse_a, out_b, lse_b, *, stream=None):
     """Merge two partial results of the same rows over disjoint key sets:
     ``out_*`` [..., D] float32 or float16 (one dtype), ``lse_*`` [...]
     float32. With m = max(lse_a, lse_b): out = (e^(lse_a-m) out_a +
     e^(lse_b-m) out_b) / (e^(lse_a-m) + e^(lse_b-m)), lse = m + log(...).
     A -inf side is empty: the other is returned; both -inf gives 0, -inf.
-    Returns new arrays (out in the dtype of out_a, lse float32)."""
+    Returns new arrays (out in the dtype of out_a, lse float32). On the GPU
+    (head_dim 64 or 128) the lse values are not scanned for NaN / +inf."""
     import numpy as np
     fn = "merge_attention"
+    if _on_gpu(out_a, lse_a, out_b, lse_b):
+        return _merge_attention_cuda(fn, out_a, lse_a, out_b, lse_b, stream)
+    _no_stream_on_cpu(fn, stream)
     a = _array(fn, "out_a", out_a)
     if a.ndim < 1:
         raise ValueError(f"{fn}: out_a must have at least 1 dimension (head_dim), got shape {a.shape}")
@@ -343,7 +442,7 @@ def merge_attention(out_a, lse_a, out_b, lse_b):
     return out, lse
 
 
-def ring_attention(q, k, v, *, world_size, causal=False, softmax_scale=None):
+def ring_attention(q, k, v, *, world_size, causal=False, softmax_scale=None, stream=None):
     """Ring attention over ``world_size`` virtual ranks; equals full
     (non-causal or causal) self-attention of ``q`` [B, S, Hq, D] over ``k``
     and ``v`` [B, S, Hkv, D]. Returns ``out`` [B, S, Hq, D], ``lse`` [B, S, Hq].
@@ -355,7 +454,12 @@ def ring_attention(q, k, v, *, world_size, causal=False, softmax_scale=None):
     (r - t) mod W) and merges the partials in fp32.
     """
     fn = "ring_attention"
-    q, k, v = _qkv(fn, q, k, v, 4)
+    gpu = _on_gpu(q, k, v)
+    if gpu:
+        q, k, v = _gpu.qkv(fn, q, k, v, 4)
+    else:
+        _no_stream_on_cpu(fn, stream)
+        q, k, v = _qkv(fn, q, k, v, 4)
     if q.shape[1] != k.shape[1]:
         raise ValueError(f"{fn}: q and k must have the same sequence length, got {q.shape[1]} and {k.shape[1]}")
     world = _int(fn, "world_size", world_size, 1)
@@ -367,8 +471,53 @@ def ring_attention(q, k, v, *, world_size, causal=False, softmax_scale=None):
         raise ValueError(f"{fn}: world_size={world}: the sequence length {seq} must be a multiple of {need}")
     scale = _scale(fn, softmax_scale, q.shape[-1])
     ext = require_extension()
+    if gpu:
+        handle = _gpu.stream_handle(fn, stream, q)
+        out, lse = _gpu.empty_outputs(q, q.shape, q.dtype)
+        ext.ring_attention_cuda(q.ptr, k.ptr, v.ptr, q.shape[0], seq, q.shape[2], k.shape[2], q.shape[3],
+                                world, causal, q.dtype, scale, _gpu.ptr_of(out), _gpu.ptr_of(lse),
+                                q.device, handle, True)
+        return out, lse
     out, lse = _outputs(q.shape, q.dtype)
     ext.ring_attention_cpu(q, k, v, world, causal, scale, out, lse)
+    return out, lse
+
+
+def _merge_attention_cuda(fn, out_a, lse_a, out_b, lse_b, stream):
+    from ._backends import require_cuda
+    require_cuda()
+    a = _gpu.describe(fn, "out_a", out_a) if _gpu.is_gpu_array(out_a) else None
+    if a is None:
+        raise ValueError(f"{fn}: out_a is not a GPU array while other inputs are; all arrays of one call "
+                         "must be on one device")
+    if len(a.shape) < 1 or a.shape[-1] not in _gpu.GPU_HEAD_DIMS:
+        raise ValueError(f"{fn}: the CUDA merge supports head_dim {_gpu.GPU_HEAD_DIMS}, got shape {a.shape}")
+    if a.dtype not in ("float32", "float16", "bfloat16"):
+        raise TypeError(f"{fn}: out_a must have dtype float32, float16 or bfloat16, got {a.dtype}")
+    if not a.contiguous:
+        raise ValueError(f"{fn}: out_a must be C-contiguous")
+    arrays = {}
+    for name, x, shape, dtype in (("out_b", out_b, a.shape, a.dtype), ("lse_a", lse_a, a.shape[:-1], "float32"),
+                                  ("lse_b", lse_b, a.shape[:-1], "float32")):
+        if not _gpu.is_gpu_array(x):
+            raise ValueError(f"{fn}: {name} is not a GPU array while out_a is; all arrays of one call "
+                             "must be on one device")
+        d = _gpu.describe(fn, name, x)
+        if d.dtype != dtype:
+            raise TypeError(f"{fn}: {name} must have dtype {dtype}, got {d.dtype}")
+        if d.shape != shape:
+            raise ValueError(f"{fn}: {name} must have shape {shape}, got {d.shape}")
+        if not d.contiguous:
+            raise ValueError(f"{fn}: {name} must be C-contiguous")
+        if d.device != a.device:
+            raise ValueError(f"{fn}: {name} is on CUDA device {d.device}, out_a on {a.device}")
+        arrays[name] = d
+    rows = math.prod(a.shape[:-1])
+    handle = _gpu.stream_handle(fn, stream, a)
+    out, lse = _gpu.empty_outputs(a, a.shape, a.dtype)
+    require_extension().merge_attention_cuda(
+        a.ptr, arrays["lse_a"].ptr, arrays["out_b"].ptr, arrays["lse_b"].ptr, rows, a.shape[-1], a.dtype,
+        _gpu.ptr_of(out), _gpu.ptr_of(lse), a.device, handle, True)
     return out, lse
 
 

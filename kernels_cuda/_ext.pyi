@@ -39,3 +39,27 @@ ATTENTION_MAX_TREE_TOKENS: int
 ATTENTION_MAX_SPLITS: int
 ATTENTION_DEFAULT_SM_COUNT: int
 ATTENTION_DEFAULT_LEAN_CTAS_PER_SM: int
+
+# CUDA attention launchers (bindings/attention_cuda_bindings.cpp): device
+# pointers as ints, host int64 seqlens/parents, a cudaStream_t as an int;
+# they enqueue and return. Without CUDA they raise CudaUnavailableError.
+def cuda_pointer_device(ptr: int) -> int: ...
+def split_kv_attention_cuda(q: int, k: int, v: int, batch: int, heads: int, kv_heads: int, head_dim: int,
+                            max_seqlen: int, dtype: str, seqlens: np.ndarray | None, scale: float,
+                            num_splits: int, out: int, lse: int, device: int, stream: int,
+                            poison: bool) -> dict[str, Any]: ...
+def lean_attention_cuda(q: int, k: int, v: int, batch: int, heads: int, kv_heads: int, head_dim: int,
+                        max_seqlen: int, dtype: str, seqlens: np.ndarray | None, scale: float, grid: int,
+                        two_kernel: bool, out: int, lse: int, device: int, stream: int,
+                        poison: bool) -> dict[str, Any]: ...
+def tree_attention_cuda(q: int, k: int, v: int, parents: np.ndarray, parents_per_batch: bool, batch: int,
+                        tree_tokens: int, prefix: int, heads: int, kv_heads: int, head_dim: int, dtype: str,
+                        scale: float, out: int, lse: int, device: int, stream: int, poison: bool) -> None: ...
+def block_attention_cuda(q: int, k: int, v: int, batch: int, q_len: int, kv_len: int, heads: int,
+                         kv_heads: int, head_dim: int, causal: bool, dtype: str, scale: float, out: int,
+                         lse: int, device: int, stream: int, poison: bool) -> None: ...
+def merge_attention_cuda(out_a: int, lse_a: int, out_b: int, lse_b: int, rows: int, head_dim: int,
+                         dtype: str, out: int, lse: int, device: int, stream: int, poison: bool) -> None: ...
+def ring_attention_cuda(q: int, k: int, v: int, batch: int, seq: int, heads: int, kv_heads: int,
+                        head_dim: int, world_size: int, causal: bool, dtype: str, scale: float, out: int,
+                        lse: int, device: int, stream: int, poison: bool) -> None: ...

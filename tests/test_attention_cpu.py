@@ -654,7 +654,11 @@ class _FakeDlpackCuda:
 
 
 @pytest.mark.parametrize("gpu", [_FakeCudaArray(), _FakeDlpackCuda()], ids=["cuda_array_interface", "dlpack"])
-def test_gpu_arrays_say_the_gpu_path_is_not_built(gpu):
+def test_gpu_arrays_need_a_usable_cuda_device(gpu):
+    """A GPU array takes the CUDA path; without a usable device that is
+    CudaUnavailableError, never a silent CPU fallback or copy."""
+    if kernels_cuda.backends()["cuda_usable"]:
+        pytest.skip("CUDA is usable here: tests/test_attention_gpu.py covers the GPU path")
     q, k, v = _decode()
     for call in (lambda: kernels_cuda.lean_attention(gpu, k, v),
                  lambda: kernels_cuda.split_kv_attention(q, gpu, v),
@@ -662,8 +666,14 @@ def test_gpu_arrays_say_the_gpu_path_is_not_built(gpu):
                  lambda: kernels_cuda.ring_attention(gpu, k, v, world_size=1),
                  lambda: kernels_cuda.tree_attention(gpu, k, v, [-1]),
                  lambda: kernels_cuda.merge_attention(gpu, q, q, q)):
-        with pytest.raises(kernels_cuda.CudaUnavailableError, match="not built yet"):
+        with pytest.raises(kernels_cuda.CudaUnavailableError, match="CUDA is not usable"):
             call()
+
+
+def test_stream_is_for_gpu_arrays_only():
+    q, k, v = _decode()
+    with pytest.raises(ValueError, match="stream= applies to GPU arrays only"):
+        kernels_cuda.lean_attention(q, k, v, stream=0)
 
 
 # --- hypothesis: small random shapes ------------------------------------------------------------
