@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # One call on a GPU machine: build the extension for that machine's Python with
-# the CUDA kernels, run the GPU tests, compute-sanitizer on our kernels, the
-# HBM stream probe, and the PyTorch reference measurements. Everything it
+# the CUDA kernels, run the GPU tests, compute-sanitizer on our kernels (the
+# triad probe and every attention kernel), the attention benchmark, the HBM
+# stream probe, and the PyTorch reference measurements. Everything it
 # produces goes under $OUT (default ./out); the last lines printed are a summary.
 #
 #   OUT=/tmp/run bash kernels_cuda/bench/device_run.sh
 #
-# BUDGET_S bounds the reference measurements (default 240 s).
+# BUDGET_S bounds the reference measurements (default 240 s); SKIP_REFERENCE=1
+# skips them and the stream probe (a short attention-only run);
+# ATTN_BUDGET_S bounds the attention benchmark (default 240 s).
 set -u
 OUT=${OUT:-out}
 PY=${PYTHON:-python3}
@@ -27,9 +30,11 @@ summary "gpu: $(nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,clocks.
 ) > "$OUT/build.log" 2>&1 &
 build_pid=$!
 
-"$PY" kernels_cuda/bench/torch_reference.py --out "$OUT/reference" --budget-s "${BUDGET_S:-240}" \
-  > "$OUT/reference.log" 2>&1
-summary "reference rc=$?: $(grep -c . "$OUT"/reference/*.csv 2>/dev/null | tr '\n' ' ')"
+if [ -z "${SKIP_REFERENCE:-}" ]; then
+  "$PY" kernels_cuda/bench/torch_reference.py --out "$OUT/reference" --budget-s "${BUDGET_S:-240}" \
+    > "$OUT/reference.log" 2>&1
+  summary "reference rc=$?: $(grep -c . "$OUT"/reference/*.csv 2>/dev/null | tr '\n' ' ')"
+fi
 
 wait "$build_pid"
 summary "build rc=$? ($(tail -1 "$OUT/build.log"))"
@@ -38,12 +43,27 @@ summary "build rc=$? ($(tail -1 "$OUT/build.log"))"
   > "$OUT/pytest.log" 2>&1
 summary "pytest rc=$?: $(tail -1 "$OUT/pytest.log")"
 
+# The attention kernels (issue 5): GPU tests, compute-sanitizer on one small
+# call of each kernel, then the benchmark (ATTN_BUDGET_S, default 240 s).
+"$PY" -m pytest -q -p no:cacheprovider -o addopts="-ra" -x tests/test_attention_gpu.py \
+  > "$OUT/pytest-attention.log" 2>&1
+summary "pytest attention rc=$?: $(tail -1 "$OUT/pytest-attention.log")"
+for tool in memcheck racecheck synccheck; do
+  timeout 240 compute-sanitizer --tool "$tool" --error-exitcode 9 "$PY" kernels_cuda/bench/attention_sanitize.py \
+    > "$OUT/sanitizer-attention-$tool.log" 2>&1
+  summary "compute-sanitizer attention $tool rc=$?: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer-attention-$tool.log" | tail -1)"
+done
+"$PY" kernels_cuda/bench/attention_gpu_bench.py --out "$OUT/attention_gpu.csv" --budget-s "${ATTN_BUDGET_S:-240}" \
+  > "$OUT/attention_bench.log" 2>&1
+summary "attention bench rc=$?: $(head -1 "$OUT/attention_bench.log" | cut -c1-200)"
+
 probe='import json, kernels_cuda as k; r = k.cuda_stream_bandwidth(1 << 22, repeats=2, warmup=1); print(json.dumps(r))'
 for tool in memcheck racecheck initcheck synccheck; do
   timeout 90 compute-sanitizer --tool "$tool" --error-exitcode 9 "$PY" -c "$probe" > "$OUT/sanitizer-$tool.log" 2>&1
   summary "compute-sanitizer $tool rc=$?: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer-$tool.log" | tail -1)"
 done
 
+[ -n "${SKIP_REFERENCE:-}" ] && exit 0
 "$PY" - > "$OUT/stream.json" 2> "$OUT/stream.err" <<'EOF'
 import json, kernels_cuda as k
 rows = [k.cuda_stream_bandwidth(n, repeats=30, warmup=5) for n in (1 << 26, 1 << 28, 1 << 30)]
