@@ -16,71 +16,16 @@ import kernels_cuda
 from kernels_cuda import _attention
 from kernels_cuda._loader import require_extension
 
+try:  # `python -m pytest` from the repo root, or tests/ made a package
+    from tests._attention_reference import causal_mask, decode_reference, reference, tree_reference
+except ImportError:  # pytest's default rootdir-less import puts tests/ itself on sys.path
+    from _attention_reference import causal_mask, decode_reference, reference, tree_reference
+
 pytestmark = pytest.mark.skipif(
     not kernels_cuda.backends()["cpu"], reason="kernels_cuda extension not built"
 )
 
 DTYPES = [np.float32, np.float16]
-
-
-# --- the reference: plain float64 numpy ---------------------------------------------------
-
-
-def reference(q, k, v, mask=None, scale=None):
-    """Attention in float64. q [B, Sq, Hq, D], k/v [B, Sk, Hkv, D], mask
-    [B or 1, Sq, Sk] (True: visible) or None. Rows seeing nothing: out 0,
-    lse -inf. Returns out [B, Sq, Hq, D], lse [B, Sq, Hq]."""
-    q64, k64, v64 = (np.asarray(x, dtype=np.float64) for x in (q, k, v))
-    group = q.shape[2] // k.shape[2]
-    k64 = np.repeat(k64, group, axis=2)
-    v64 = np.repeat(v64, group, axis=2)
-    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    s = np.einsum("bqhd,bkhd->bhqk", q64, k64) * scale
-    if mask is not None:
-        s = np.where(mask[:, None, :, :], s, -np.inf)
-    m = s.max(axis=-1, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0.0)
-    p = np.exp(s - m)
-    total = p.sum(axis=-1, keepdims=True)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        lse = np.where(total[..., 0] > 0, np.log(total[..., 0]) + m[..., 0], -np.inf)
-        w = np.where(total > 0, p / total, 0.0)
-    out = np.einsum("bhqk,bkhd->bqhd", w, v64)
-    return out, lse.transpose(0, 2, 1)
-
-
-def decode_reference(q, k, v, seqlens=None, scale=None):
-    b, s = k.shape[0], k.shape[1]
-    lens = np.full(b, s) if seqlens is None else np.asarray(seqlens)
-    mask = (np.arange(s)[None, :] < lens[:, None])[:, None, :]
-    out, lse = reference(q[:, None], k, v, mask, scale)
-    return out[:, 0], lse[:, 0]
-
-
-def causal_mask(sq, sk):
-    """Bottom-right: query i sees key j iff j <= i + sk - sq."""
-    return (np.arange(sk)[None, :] <= np.arange(sq)[:, None] + (sk - sq))[None]
-
-
-def ancestors(parents):
-    t = len(parents)
-    anc = np.zeros((t, t), dtype=bool)
-    for i, p in enumerate(parents):
-        if p >= 0:
-            anc[i] = anc[p]
-        anc[i, i] = True
-    return anc
-
-
-def tree_reference(q, k, v, parents, scale=None):
-    b, t = q.shape[0], q.shape[1]
-    prefix = k.shape[1] - t
-    parents = np.broadcast_to(np.asarray(parents), (b, t))
-    mask = np.zeros((b, t, prefix + t), dtype=bool)
-    mask[:, :, :prefix] = True
-    for i in range(b):
-        mask[i, :, prefix:] = ancestors(parents[i])
-    return reference(q, k, v, mask, scale)
 
 
 def assert_close(out, lse, ref_out, ref_lse, dtype):

@@ -22,6 +22,11 @@ import pytest
 import kernels_cuda
 from kernels_cuda import _attention as att
 
+try:  # `python -m pytest` from the repo root, or tests/ made a package
+    from tests._attention_reference import causal_mask, decode_reference, reference, tree_mask
+except ImportError:  # pytest's default rootdir-less import puts tests/ itself on sys.path
+    from _attention_reference import causal_mask, decode_reference, reference, tree_mask
+
 pytestmark = pytest.mark.gpu
 
 
@@ -83,53 +88,6 @@ def rounded(x: np.ndarray, dtype: str) -> np.ndarray:
 
 
 TOL = {"float32": 2e-5, "float16": 2e-3, "bfloat16": 1.6e-2}
-
-
-# --- float64 reference ------------------------------------------------------------------------
-
-
-def reference(q, k, v, mask=None, scale=None):
-    """q [B, Sq, Hq, D], k/v [B, Sk, Hkv, D], mask [B or 1, Sq, Sk] or None."""
-    group = q.shape[2] // k.shape[2]
-    k64 = np.repeat(k, group, axis=2)
-    v64 = np.repeat(v, group, axis=2)
-    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    s = np.einsum("bqhd,bkhd->bhqk", q, k64) * scale
-    if mask is not None:
-        s = np.where(mask[:, None, :, :], s, -np.inf)
-    m = s.max(axis=-1, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0.0)
-    p = np.exp(s - m)
-    total = p.sum(axis=-1, keepdims=True)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        lse = np.where(total[..., 0] > 0, np.log(total[..., 0]) + m[..., 0], -np.inf)
-        w = np.where(total > 0, p / total, 0.0)
-    return np.einsum("bhqk,bkhd->bqhd", w, v64), lse.transpose(0, 2, 1)
-
-
-def decode_reference(q, k, v, seqlens=None):
-    b, s = k.shape[0], k.shape[1]
-    lens = np.full(b, s) if seqlens is None else np.asarray(seqlens)
-    mask = (np.arange(s)[None, :] < lens[:, None])[:, None, :]
-    out, lse = reference(q[:, None], k, v, mask)
-    return out[:, 0], lse[:, 0]
-
-
-def causal_mask(sq, sk):
-    return (np.arange(sk)[None, :] <= np.arange(sq)[:, None] + (sk - sq))[None]
-
-
-def tree_mask(parents, batch, prefix):
-    parents = np.broadcast_to(np.asarray(parents), (batch, np.asarray(parents).shape[-1]))
-    t = parents.shape[1]
-    mask = np.zeros((batch, t, prefix + t), dtype=bool)
-    mask[:, :, :prefix] = True
-    for b in range(batch):
-        for i, p in enumerate(parents[b]):
-            if p >= 0:
-                mask[b, i, prefix:] = mask[b, p, prefix:]
-            mask[b, i, prefix + i] = True
-    return mask
 
 
 def check(out_dev, lse_dev, ref_out, ref_lse, dtype, lib, what=""):
