@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _attention_gpu as _gpu
 from ._loader import require_extension
+from ._shapes import check_qkv_shapes
 
 # numpy is imported inside the functions: importing kernels_cuda needs no
 # numpy (nor the compiled module), as backends() promises.
@@ -110,18 +111,16 @@ def _qkv(fn: str, q: Any, k: Any, v: Any, q_ndim: int) -> tuple[np.ndarray, np.n
     q = _float_array(fn, "q", q, q_ndim)
     k = _float_array(fn, "k", k, 4, q)
     v = _float_array(fn, "v", v, 4, q)
-    if v.shape != k.shape:
-        raise ValueError(f"{fn}: v must have the shape of k {k.shape}, got {v.shape}")
-    if q.shape[0] != k.shape[0]:
-        raise ValueError(f"{fn}: q and k must have the same batch, got {q.shape[0]} and {k.shape[0]}")
-    if q.shape[-1] != k.shape[-1]:
-        raise ValueError(f"{fn}: q and k must have the same head_dim, got {q.shape[-1]} and {k.shape[-1]}")
-    hq, hkv = q.shape[-2], k.shape[-2]
-    if hq % hkv != 0:
-        raise ValueError(
-            f"{fn}: the query heads of q ({hq}) must be a multiple of the KV heads of k ({hkv})"
-        )
+    check_qkv_shapes(fn, q.shape, k.shape, v.shape)
     return q, k, v
+
+
+def _sequence_inputs(fn: str, q: Any, k: Any, v: Any, stream: Any) -> tuple[Any, Any, Any, bool]:
+    """Checked 4-D q, k, v on their device, and whether that device is a GPU (a stream only means something there)."""
+    if _on_gpu(q, k, v):
+        return (*_gpu.qkv(fn, q, k, v, 4), True)
+    _no_stream_on_cpu(fn, stream)
+    return (*_qkv(fn, q, k, v, 4), False)
 
 
 def _scale(fn: str, softmax_scale: Any, head_dim: int) -> float:
@@ -336,12 +335,7 @@ def tree_attention(q, k, v, parents, *, softmax_scale=None, stream=None):
     """
     import numpy as np
     fn = "tree_attention"
-    gpu = _on_gpu(q, k, v)
-    if gpu:
-        q, k, v = _gpu.qkv(fn, q, k, v, 4)
-    else:
-        _no_stream_on_cpu(fn, stream)
-        q, k, v = _qkv(fn, q, k, v, 4)
+    q, k, v, gpu = _sequence_inputs(fn, q, k, v, stream)
     batch, tokens = q.shape[0], q.shape[1]
     if tokens > MAX_TREE_TOKENS:
         raise ValueError(f"{fn}: q holds {tokens} tree tokens, at most {MAX_TREE_TOKENS} are supported")
@@ -454,12 +448,7 @@ def ring_attention(q, k, v, *, world_size, causal=False, softmax_scale=None, str
     (r - t) mod W) and merges the partials in fp32.
     """
     fn = "ring_attention"
-    gpu = _on_gpu(q, k, v)
-    if gpu:
-        q, k, v = _gpu.qkv(fn, q, k, v, 4)
-    else:
-        _no_stream_on_cpu(fn, stream)
-        q, k, v = _qkv(fn, q, k, v, 4)
+    q, k, v, gpu = _sequence_inputs(fn, q, k, v, stream)
     if q.shape[1] != k.shape[1]:
         raise ValueError(f"{fn}: q and k must have the same sequence length, got {q.shape[1]} and {k.shape[1]}")
     world = _int(fn, "world_size", world_size, 1)

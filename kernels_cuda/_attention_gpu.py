@@ -29,6 +29,7 @@ from typing import Any
 
 from ._backends import require_cuda
 from ._loader import require_extension
+from ._shapes import check_qkv_shapes
 
 GPU_HEAD_DIMS = (64, 128)
 _FLOAT_DTYPES = ("float32", "float16", "bfloat16")
@@ -138,17 +139,9 @@ def qkv(fn: str, q: Any, k: Any, v: Any, q_ndim: int) -> tuple[GpuArray, GpuArra
     q = _float_input(fn, "q", q, q_ndim)
     k = _float_input(fn, "k", k, 4, q)
     v = _float_input(fn, "v", v, 4, q)
-    if v.shape != k.shape:
-        raise ValueError(f"{fn}: v must have the shape of k {k.shape}, got {v.shape}")
-    if q.shape[0] != k.shape[0]:
-        raise ValueError(f"{fn}: q and k must have the same batch, got {q.shape[0]} and {k.shape[0]}")
-    if q.shape[-1] != k.shape[-1]:
-        raise ValueError(f"{fn}: q and k must have the same head_dim, got {q.shape[-1]} and {k.shape[-1]}")
+    check_qkv_shapes(fn, q.shape, k.shape, v.shape)
     if q.shape[-1] not in GPU_HEAD_DIMS:
         raise ValueError(f"{fn}: the CUDA kernels support head_dim {GPU_HEAD_DIMS}, got {q.shape[-1]}")
-    hq, hkv = q.shape[-2], k.shape[-2]
-    if hq % hkv != 0:
-        raise ValueError(f"{fn}: the query heads of q ({hq}) must be a multiple of the KV heads of k ({hkv})")
     return q, k, v
 
 
