@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "kernelab/attention_checks.h"
 #include "kernelab/attention_math.h"
 #include "kernelab/attention_schedule.h"
 
@@ -73,22 +74,9 @@ inline float store<float>(float x) { return x; }
 template <>
 inline Half store<Half>(float x) { return float_to_half(x); }
 
-void require(bool ok, const std::string& message) {
-  if (!ok) throw std::invalid_argument(message);
-}
-
-void check_heads(std::int64_t heads, std::int64_t kv_heads, std::int64_t head_dim) {
-  require(heads >= 1, "heads must be >= 1, got " + std::to_string(heads));
-  require(kv_heads >= 1, "kv_heads must be >= 1, got " + std::to_string(kv_heads));
-  require(heads % kv_heads == 0, "heads (" + std::to_string(heads) +
-                                     ") must be a multiple of kv_heads (" +
-                                     std::to_string(kv_heads) + ")");
-  require(head_dim >= 1, "head_dim must be >= 1, got " + std::to_string(head_dim));
-}
-
-void check_scale(float scale) {
-  require(std::isfinite(scale), "softmax_scale must be finite");
-}
+using checks::check_heads;
+using checks::check_scale;
+using checks::require;
 
 // The online-softmax state of R query rows (fp32), as one CTA holds it.
 class RowState {
@@ -401,15 +389,7 @@ void tree_attention_cpu(const T* q, const T* k, const T* v, const std::int64_t* 
   check_heads(heads, kv_heads, head_dim);
   check_scale(scale);
   const std::int64_t n_trees = parents_per_batch ? batch : 1;
-  for (std::int64_t b = 0; b < n_trees; ++b) {
-    for (std::int64_t i = 0; i < tree_tokens; ++i) {
-      const std::int64_t p = parents[b * tree_tokens + i];
-      require(p == -1 || (p >= 0 && p < i),
-              "parents[" + (parents_per_batch ? std::to_string(b) + ", " : std::string()) +
-                  std::to_string(i) + "] = " + std::to_string(p) +
-                  " must be -1 (a root) or an earlier token in [0, " + std::to_string(i) + ")");
-    }
-  }
+  checks::check_tree_parents(parents, n_trees, tree_tokens, parents_per_batch);
   const std::int64_t group = heads / kv_heads;
   const std::int64_t d = head_dim;
   const std::int64_t n_keys = prefix + tree_tokens;

@@ -24,6 +24,7 @@
 #include <utility>
 #include <vector>
 
+#include "kernelab/attention_checks.h"
 #include "kernelab/attention_math.h"
 #include "kernelab/attention_schedule.h"
 #include "kernelab/cuda_check.h"
@@ -495,9 +496,8 @@ __global__ void fill_kernel(float* p, i64 n, float value) {
 
 // --- host helpers ------------------------------------------------------------------------
 
-void require(bool ok, const std::string& message) {
-  if (!ok) throw std::invalid_argument(message);
-}
+using checks::check_scale;
+using checks::require;
 
 // cudaGetLastError after every launch, naming the kernel.
 void launch_check(const char* kernel) {
@@ -613,15 +613,12 @@ void poison_outputs(void* out, std::size_t out_bytes, float* lse, std::size_t ls
 }
 
 void check_heads(std::int64_t heads, std::int64_t kv_heads, std::int64_t head_dim) {
-  require(heads >= 1 && kv_heads >= 1 && heads % kv_heads == 0,
-          "heads (" + std::to_string(heads) + ") must be a positive multiple of kv_heads (" +
-              std::to_string(kv_heads) + ")");
+  checks::check_heads(heads, kv_heads, head_dim);
   require(head_dim == 64 || head_dim == 128,
           "the CUDA attention kernels support head_dim 64 and 128, got " + std::to_string(head_dim));
   require(heads <= 65535 && kv_heads <= 65535, "at most 65535 heads");
 }
 
-void check_scale(float scale) { require(std::isfinite(scale), "softmax_scale must be finite"); }
 
 void check_decode(const DecodeShape& s, const std::int64_t* seqlens) {
   require(s.batch >= 1 && s.batch <= 65535, "batch must be in [1, 65535], got " + std::to_string(s.batch));
@@ -814,16 +811,13 @@ void tree_attention_cuda(const void* q, const void* k, const void* v,
   check_heads(heads, kv_heads, head_dim);
   check_scale(scale);
   const std::int64_t n_trees = parents_per_batch ? batch : 1;
+  checks::check_tree_parents(parents, n_trees, tree_tokens, parents_per_batch);
   // Ancestor-or-self bitmasks, 256 bits (8 words) per token.
   std::vector<unsigned> masks(static_cast<std::size_t>(n_trees * tree_tokens * 8), 0u);
   for (std::int64_t b = 0; b < n_trees; ++b) {
     unsigned* m = &masks[b * tree_tokens * 8];
     for (std::int64_t i = 0; i < tree_tokens; ++i) {
       const std::int64_t p = parents[b * tree_tokens + i];
-      require(p == -1 || (p >= 0 && p < i),
-              "parents[" + (parents_per_batch ? std::to_string(b) + ", " : std::string()) +
-                  std::to_string(i) + "] = " + std::to_string(p) +
-                  " must be -1 (a root) or an earlier token in [0, " + std::to_string(i) + ")");
       if (p >= 0) std::copy_n(m + p * 8, 8, m + i * 8);
       m[i * 8 + i / 32] |= 1u << (i % 32);
     }
