@@ -73,6 +73,7 @@ py::dict split_kv(std::uintptr_t q, std::uintptr_t k, std::uintptr_t v, std::int
   py::dict d;
   d["splits"] = r.splits;
   d["sm_count"] = r.sm_count;
+  d["core"] = r.core;
   return d;
 }
 
@@ -97,10 +98,11 @@ py::dict lean(std::uintptr_t q, std::uintptr_t k, std::uintptr_t v, std::int64_t
   d["ctas_per_sm"] = r.ctas_per_sm;
   d["sm_count"] = r.sm_count;
   d["two_kernel"] = r.two_kernel;
+  d["core"] = r.core;
   return d;
 }
 
-void tree(std::uintptr_t q, std::uintptr_t k, std::uintptr_t v, const py::object& parents_obj,
+int tree(std::uintptr_t q, std::uintptr_t k, std::uintptr_t v, const py::object& parents_obj,
           bool per_batch, std::int64_t batch, std::int64_t tokens, std::int64_t prefix,
           std::int64_t heads, std::int64_t kv_heads, std::int64_t head_dim,
           const std::string& dtype, double scale, std::uintptr_t out, std::uintptr_t lse,
@@ -111,9 +113,9 @@ void tree(std::uintptr_t q, std::uintptr_t k, std::uintptr_t v, const py::object
       host_i64(parents_obj, "parents", (per_batch ? batch : 1) * tokens, keep);
   const at::CudaDtype dt = cuda_dtype(dtype);
   py::gil_scoped_release release;
-  at::tree_attention_cuda(cptr(q), cptr(k), cptr(v), parents, per_batch, batch, tokens, prefix,
-                          heads, kv_heads, head_dim, dt, static_cast<float>(scale), mptr(out),
-                          fptr(lse), device, stream_of(stream), poison);
+  return at::tree_attention_cuda(cptr(q), cptr(k), cptr(v), parents, per_batch, batch, tokens,
+                                 prefix, heads, kv_heads, head_dim, dt, static_cast<float>(scale),
+                                 mptr(out), fptr(lse), device, stream_of(stream), poison);
 }
 
 void block(std::uintptr_t q, std::uintptr_t k, std::uintptr_t v, std::int64_t batch,
@@ -156,18 +158,18 @@ void bind_attention_cuda(py::module_& m) {
         py::arg("batch"), py::arg("heads"), py::arg("kv_heads"), py::arg("head_dim"),
         py::arg("max_seqlen"), py::arg("dtype"), py::arg("seqlens"), py::arg("scale"),
         py::arg("num_splits"), py::arg("out"), py::arg("lse"), py::arg("device"), py::arg("stream"),
-        py::arg("poison"), "FlashDecoding on the GPU (enqueued); returns {splits, sm_count}.");
+        py::arg("poison"), "FlashDecoding on the GPU (enqueued); returns {splits, sm_count, core}.");
   m.def("lean_attention_cuda", &lean, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("batch"),
         py::arg("heads"), py::arg("kv_heads"), py::arg("head_dim"), py::arg("max_seqlen"),
         py::arg("dtype"), py::arg("seqlens"), py::arg("scale"), py::arg("grid"),
         py::arg("two_kernel"), py::arg("out"), py::arg("lse"), py::arg("device"), py::arg("stream"),
         py::arg("poison"),
-        "LeanAttention on the GPU (enqueued); returns {grid, ctas_per_sm, sm_count, two_kernel}.");
+        "LeanAttention on the GPU (enqueued); returns {grid, ctas_per_sm, sm_count, two_kernel, core}.");
   m.def("tree_attention_cuda", &tree, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("parents"),
         py::arg("parents_per_batch"), py::arg("batch"), py::arg("tree_tokens"), py::arg("prefix"),
         py::arg("heads"), py::arg("kv_heads"), py::arg("head_dim"), py::arg("dtype"),
         py::arg("scale"), py::arg("out"), py::arg("lse"), py::arg("device"), py::arg("stream"),
-        py::arg("poison"), "Tree attention on the GPU (enqueued).");
+        py::arg("poison"), "Tree attention on the GPU (enqueued); returns the KV splits used.");
   m.def("block_attention_cuda", &block, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("batch"),
         py::arg("q_len"), py::arg("kv_len"), py::arg("heads"), py::arg("kv_heads"),
         py::arg("head_dim"), py::arg("causal"), py::arg("dtype"), py::arg("scale"), py::arg("out"),

@@ -70,6 +70,14 @@ class _Lib:
 _LIBS: list[_Lib] = []
 
 
+@pytest.fixture(autouse=True)
+def poisoned_outputs(monkeypatch):
+    """The launchers fill every output with NaN before the kernels run, so a
+    NaN left over is an element no kernel wrote."""
+    from kernels_cuda import _attention_gpu
+    monkeypatch.setattr(_attention_gpu, "POISON", True)
+
+
 @pytest.fixture
 def lib():
     if not _LIBS:  # imported here, not at collection: most machines skip these tests
@@ -180,6 +188,34 @@ def test_split_kv_uses_device_sm_count(lib):
     assert launch["splits"] == kernels_cuda.attention_schedule_splits(1, n_blocks, launch["sm_count"])
 
 
+def compute_capability(lib) -> tuple[int, int]:
+    if lib.name == "cupy":
+        import cupy
+        cc = cupy.cuda.Device().compute_capability  # "90"
+        return int(cc[:-1]), int(cc[-1])
+    import torch
+    return torch.cuda.get_device_capability()
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_tensor_core_and_scalar_cores_agree(lib, dtype, monkeypatch):
+    """fp16/bf16 run the mma.sync core on sm_80+; KERNELAB_ATTENTION_SCALAR=1
+    runs the CUDA-core one. Both must match the reference; float32 is always
+    the scalar core."""
+    rng = np.random.default_rng()
+    (q, k, v), (qd, kd, vd) = inputs(rng, lib, dtype, (3, 12, 128), (3, 3001, 3, 128))
+    lens = [3001, 1500, 7]
+    ref_out, ref_lse = decode_reference(q, k, v, np.array(lens))
+    tensor_cores = dtype != "float32" and compute_capability(lib) >= (8, 0)
+    for scalar in (False, True):
+        if scalar:
+            monkeypatch.setenv("KERNELAB_ATTENTION_SCALAR", "1")
+        for name, call in (("split-kv", att._split_kv_attention_cuda), ("lean", att._lean_attention_cuda)):
+            out, lse, launch = call(qd, kd, vd, lens)
+            assert launch["core"] == ("mma" if tensor_cores and not scalar else "scalar"), name
+            check(out, lse, ref_out, ref_lse, dtype, lib, f"{name} scalar={scalar}")
+
+
 # --- tree ----------------------------------------------------------------------------------------
 
 MEDUSA = [-1, 0, 0, 0, 1, 1, 2, 3]
@@ -190,7 +226,9 @@ def random_tree(rng, t):
     return [-1] + [int(rng.integers(-1, i)) for i in range(1, t)]
 
 
-@pytest.mark.parametrize("tokens,prefix", [(1, 0), (1, 17), (8, 1000), (12, 33), (64, 517), (129, 100), (256, 3)])
+# (9, 9000): a long prefix under a small tree, so the KV range is split.
+@pytest.mark.parametrize("tokens,prefix",
+                         [(1, 0), (1, 17), (8, 1000), (12, 33), (64, 517), (129, 100), (256, 3), (9, 9000)])
 def test_tree_matches_reference(lib, tokens, prefix):
     rng = np.random.default_rng()
     for dtype in lib.dtypes():

@@ -51,7 +51,7 @@ LeanLaunch lean_attention_cuda(const void*, const void*, const void*, const std:
   throw CudaUnavailable("CUDA is not usable: " + not_compiled_reason());
 }
 
-void tree_attention_cuda(const void*, const void*, const void*, const std::int64_t*, bool,
+int tree_attention_cuda(const void*, const void*, const void*, const std::int64_t*, bool,
                          std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t,
                          std::int64_t, CudaDtype, float, void*, float*, int, void*, bool) {
   throw CudaUnavailable("CUDA is not usable: " + not_compiled_reason());

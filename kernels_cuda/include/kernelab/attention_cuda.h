@@ -32,9 +32,13 @@ enum class CudaDtype { f32 = 0, f16 = 1, bf16 = 2 };
 // std::invalid_argument if it is not device (or managed) memory.
 int cuda_pointer_device(const void* ptr);
 
+// Which per-CTA core ran: "mma" (tensor cores, fp16/bf16 on sm_80+) or
+// "scalar" (CUDA cores: float32, KERNELAB_ATTENTION_SCALAR=1, pre-sm_80, or
+// an input not 16-byte aligned).
 struct SplitKvLaunch {
   int splits;    // used (heuristic or num_splits)
   int sm_count;  // of the device, fed to the heuristic
+  const char* core;
 };
 
 // FlashDecoding: num_splits 0 = FA2's heuristic with the device's SM count.
@@ -48,6 +52,7 @@ struct LeanLaunch {
   int ctas_per_sm;       // occupancy answer
   int sm_count;
   bool two_kernel;       // partials kernel + merge kernel (no inter-CTA waiting)
+  const char* core;      // as SplitKvLaunch::core
 };
 
 // LeanAttention. grid 0: one wave (SMs x ctas-per-SM from the occupancy
@@ -58,7 +63,9 @@ LeanLaunch lean_attention_cuda(const void* q, const void* k, const void* v,
                                void* out, float* lse, int device, void* stream, bool poison);
 
 // Tree attention; parents_host [T] or [B, T] (parents_per_batch), checked.
-void tree_attention_cuda(const void* q, const void* k, const void* v,
+// The KV range is split (FA2's heuristic over the grid of row blocks) when
+// the grid alone would leave SMs idle; returns the splits used.
+int tree_attention_cuda(const void* q, const void* k, const void* v,
                          const std::int64_t* parents_host, bool parents_per_batch,
                          std::int64_t batch, std::int64_t tree_tokens, std::int64_t prefix,
                          std::int64_t heads, std::int64_t kv_heads, std::int64_t head_dim,
