@@ -218,7 +218,7 @@ def _gpu_decode(fn, q, k, v, seqlens, softmax_scale, stream):
 def _lean_attention_cuda(q, k, v, seqlens=None, softmax_scale=None, *, grid=None, two_kernel=False,
                          stream=None):
     """lean_attention on the GPU with its knobs; returns (out, lse, launch),
-    launch = {grid, ctas_per_sm, sm_count, two_kernel}. ``grid`` None: one
+    launch = {grid, ctas_per_sm, sm_count, two_kernel, core}. ``grid`` None: one
     wave (SMs x the occupancy query's CTAs per SM); a larger grid, or
     ``two_kernel=True``, runs the safe two-kernel form (partials kernel, then
     merge kernel) instead of the host CTAs waiting on flags."""
@@ -228,19 +228,20 @@ def _lean_attention_cuda(q, k, v, seqlens=None, softmax_scale=None, *, grid=None
     two_kernel = _bool(fn, "two_kernel", two_kernel)
     launch = require_extension().lean_attention_cuda(
         q.ptr, k.ptr, v.ptr, q.shape[0], q.shape[1], k.shape[2], q.shape[2], k.shape[1], q.dtype, s,
-        scale, grid, two_kernel, _gpu.ptr_of(out), _gpu.ptr_of(lse), q.device, handle, True)
+        scale, grid, two_kernel, _gpu.ptr_of(out), _gpu.ptr_of(lse), q.device, handle, _gpu.POISON)
     return out, lse, launch
 
 
 def _split_kv_attention_cuda(q, k, v, seqlens=None, softmax_scale=None, num_splits=None, *, stream=None):
     """split_kv_attention on the GPU; returns (out, lse, launch), launch =
-    {splits, sm_count} (the heuristic uses the device's SM count)."""
+    {splits, sm_count, core} (the heuristic uses the device's SM count; core:
+    "mma" for the tensor-core kernels, "scalar" for the CUDA-core ones)."""
     fn = "split_kv_attention"
     q, k, v, s, scale, handle, out, lse = _gpu_decode(fn, q, k, v, seqlens, softmax_scale, stream)
     splits = 0 if num_splits is None else _int(fn, "num_splits", num_splits, 1, MAX_SPLITS)
     launch = require_extension().split_kv_attention_cuda(
         q.ptr, k.ptr, v.ptr, q.shape[0], q.shape[1], k.shape[2], q.shape[2], k.shape[1], q.dtype, s,
-        scale, splits, _gpu.ptr_of(out), _gpu.ptr_of(lse), q.device, handle, True)
+        scale, splits, _gpu.ptr_of(out), _gpu.ptr_of(lse), q.device, handle, _gpu.POISON)
     return out, lse, launch
 
 
@@ -361,7 +362,7 @@ def tree_attention(q, k, v, parents, *, softmax_scale=None, stream=None):
         out, lse = _gpu.empty_outputs(q, q.shape, q.dtype)
         ext.tree_attention_cuda(q.ptr, k.ptr, v.ptr, p, p.ndim == 2, batch, tokens, k.shape[1] - tokens,
                                 q.shape[2], k.shape[2], q.shape[3], q.dtype, scale, _gpu.ptr_of(out),
-                                _gpu.ptr_of(lse), q.device, handle, True)
+                                _gpu.ptr_of(lse), q.device, handle, _gpu.POISON)
         return out, lse
     out, lse = _outputs(q.shape, q.dtype)
     ext.tree_attention_cpu(q, k, v, p, scale, out, lse)
@@ -386,7 +387,7 @@ def block_attention(q, k, v, *, causal=False, softmax_scale=None, stream=None):
         out, lse = _gpu.empty_outputs(q, q.shape, q.dtype)
         require_extension().block_attention_cuda(
             q.ptr, k.ptr, v.ptr, q.shape[0], q.shape[1], k.shape[1], q.shape[2], k.shape[2], q.shape[3],
-            causal, q.dtype, scale, _gpu.ptr_of(out), _gpu.ptr_of(lse), q.device, handle, True)
+            causal, q.dtype, scale, _gpu.ptr_of(out), _gpu.ptr_of(lse), q.device, handle, _gpu.POISON)
         return out, lse
     _no_stream_on_cpu(fn, stream)
     q, k, v = _qkv(fn, q, k, v, 4)
@@ -465,7 +466,7 @@ def ring_attention(q, k, v, *, world_size, causal=False, softmax_scale=None, str
         out, lse = _gpu.empty_outputs(q, q.shape, q.dtype)
         ext.ring_attention_cuda(q.ptr, k.ptr, v.ptr, q.shape[0], seq, q.shape[2], k.shape[2], q.shape[3],
                                 world, causal, q.dtype, scale, _gpu.ptr_of(out), _gpu.ptr_of(lse),
-                                q.device, handle, True)
+                                q.device, handle, _gpu.POISON)
         return out, lse
     out, lse = _outputs(q.shape, q.dtype)
     ext.ring_attention_cpu(q, k, v, world, causal, scale, out, lse)
@@ -473,8 +474,8 @@ def ring_attention(q, k, v, *, world_size, causal=False, softmax_scale=None, str
 
 
 def _merge_attention_cuda(fn, out_a, lse_a, out_b, lse_b, stream):
-    from ._backends import require_cuda
-    require_cuda()
+    from ._backends import check_cuda
+    check_cuda()
     a = _gpu.describe(fn, "out_a", out_a) if _gpu.is_gpu_array(out_a) else None
     if a is None:
         raise ValueError(f"{fn}: out_a is not a GPU array while other inputs are; all arrays of one call "
@@ -506,7 +507,7 @@ def _merge_attention_cuda(fn, out_a, lse_a, out_b, lse_b, stream):
     out, lse = _gpu.empty_outputs(a, a.shape, a.dtype)
     require_extension().merge_attention_cuda(
         a.ptr, arrays["lse_a"].ptr, arrays["out_b"].ptr, arrays["lse_b"].ptr, rows, a.shape[-1], a.dtype,
-        _gpu.ptr_of(out), _gpu.ptr_of(lse), a.device, handle, True)
+        _gpu.ptr_of(out), _gpu.ptr_of(lse), a.device, handle, _gpu.POISON)
     return out, lse
 
 

@@ -8,8 +8,9 @@ launch: CUDA usable (``require_cuda()``), dtype (float32, float16 or
 bfloat16; one dtype for q, k, v), shapes, C-contiguity, one device for all
 arrays (asked of the CUDA runtime from the pointer). Outputs are allocated by
 the library the inputs came from (``torch.empty`` / ``cupy.empty``; imported
-lazily, only that one) on the same device, and filled with NaN on the stream
-by the launcher before the kernels run.
+lazily, only that one) on the same device. With ``POISON`` set (the GPU
+tests and the compute-sanitizer script set it) the launcher first fills them
+with NaN on the stream, so an element no kernel writes shows up.
 
 ``stream``: None (the library's current stream: ``torch.cuda.current_stream``
 or ``cupy.cuda.get_current_stream``; 0, the legacy default stream, for other
@@ -27,9 +28,12 @@ import numbers
 from dataclasses import dataclass
 from typing import Any
 
-from ._backends import require_cuda
+from ._backends import check_cuda
 from ._loader import require_extension
 from ._shapes import check_qkv_shapes
+
+# Fill outputs with NaN before the kernels run (tests); off for real calls.
+POISON = False
 
 GPU_HEAD_DIMS = (64, 128)
 _FLOAT_DTYPES = ("float32", "float16", "bfloat16")
@@ -135,7 +139,7 @@ def _float_input(fn: str, name: str, x: Any, ndim: int, like: GpuArray | None = 
 
 
 def qkv(fn: str, q: Any, k: Any, v: Any, q_ndim: int) -> tuple[GpuArray, GpuArray, GpuArray]:
-    require_cuda()
+    check_cuda()
     q = _float_input(fn, "q", q, q_ndim)
     k = _float_input(fn, "k", k, 4, q)
     v = _float_input(fn, "v", v, 4, q)

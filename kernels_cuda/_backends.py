@@ -90,7 +90,13 @@ def backends() -> dict[str, Any]:
 def require_cuda() -> dict[str, Any]:
     """Return backends() if CUDA is usable; else raise CudaUnavailableError
     saying why (not compiled, no driver, no device, no kernel image)."""
-    report = backends()
+    check_cuda()
+    return backends()
+
+
+def check_cuda() -> None:
+    """require_cuda() without the report: the check before every kernel call
+    (backends()' deep copy would cost more than a small kernel)."""
+    report = _report()
     if not report["cuda_usable"]:
         raise CudaUnavailableError(f"CUDA is not usable: {report['reason']}")
-    return report
