@@ -7,7 +7,14 @@ Importable without a GPU (nothing runs at import). Method
 (/work/.library/device/METHOD.md): CUDA events around each call, warm-up
 first, the median of many timed calls, and ROTATING input sets whose total
 exceeds the L2 several times, so repeated calls do not read cached K/V.
-Random inputs (never zeros).
+Random inputs (never zeros). Two times per row:
+  time_s       the GPU time of the call's kernels: a spin kernel
+               (torch.cuda._sleep) holds the stream while the host enqueues
+               the events and the call, so the host's Python and launch work
+               is hidden (nvbench's "blocking kernel"); what the simulator
+               predicts.
+  call_time_s  the same events with an idle GPU: what one Python call costs
+               end to end when nothing else is queued.
 
 Sweeps:
   decode   lean (one wave) vs lean two-kernel vs split-KV: B x Hkv in
@@ -28,7 +35,9 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as _dt
+import itertools
 import math
+import signal
 import statistics
 import subprocess
 import sys
@@ -38,7 +47,7 @@ from typing import Any, Callable
 
 FIELDS = [
     "kernel", "batch", "heads", "kv_heads", "head_dim", "context", "tree_tokens", "q_len", "causal",
-    "dtype", "extra", "time_s", "time_s_min", "reps", "bytes", "gb_per_s", "flops", "tflop_per_s",
+    "dtype", "extra", "time_s", "time_s_min", "call_time_s", "reps", "bytes", "gb_per_s", "flops", "tflop_per_s",
     "device", "driver", "sm_clock_mhz", "mem_clock_mhz", "date",
 ]
 
@@ -69,26 +78,37 @@ def device_info() -> dict[str, Any]:
     return info
 
 
+SPIN_CYCLES = 2_000_000  # ~1 ms at 1.98 GHz: longer than the host's work for one call
+
+
 def time_calls(fn: Callable[[int], Any], n_sets: int, warmup: int = 3, reps: int = 30,
-               budget_s: float = 2.0) -> tuple[float, float, int]:
-    """Median and min seconds of fn(i % n_sets), each call between two CUDA
-    events; stops early after budget_s of timing."""
+               budget_s: float = 2.0) -> tuple[float, float, float, int]:
+    """(median, min) GPU seconds of fn(i % n_sets) with the host's work hidden
+    behind a spin kernel, the median seconds of a call on an idle GPU, and
+    the number of timed calls; stops early after budget_s of timing."""
     import torch
     for i in range(warmup):
         fn(i % n_sets)
     torch.cuda.synchronize()
-    times: list[float] = []
-    start_wall = time.perf_counter()
-    for i in range(reps):
+
+    def timed(i: int, hide_host: bool) -> float:
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        if hide_host:
+            torch.cuda._sleep(SPIN_CYCLES)
         a.record()
         fn(i % n_sets)
         b.record()
         b.synchronize()
-        times.append(a.elapsed_time(b) / 1e3)
-        if time.perf_counter() - start_wall > budget_s and len(times) >= 5:
+        return a.elapsed_time(b) / 1e3
+
+    gpu: list[float] = []
+    start_wall = time.perf_counter()
+    for i in range(reps):
+        gpu.append(timed(i, True))
+        if time.perf_counter() - start_wall > budget_s and len(gpu) >= 5:
             break
-    return statistics.median(times), min(times), len(times)
+    call = [timed(i, False) for i in range(min(len(gpu), 10))]
+    return statistics.median(gpu), min(gpu), statistics.median(call), len(gpu)
 
 
 def rotating_sets(make: Callable[[], Any], bytes_per_set: int, l2_bytes: int, max_sets: int = 8) -> list[Any]:
@@ -129,17 +149,14 @@ def bench_decode(rows: list[dict], quick: bool, dtype_name: str, deadline: float
                         "split_kv": lambda i: att._split_kv_attention_cuda(*sets[i]),
                     }
                     for name, fn in variants.items():
-                        t, tmin, reps = time_calls(fn, len(sets))
-                        extra = ""
-                        if name == "split_kv":
-                            extra = f"splits={fn(0)[2]['splits']}"
-                        elif name == "lean":
-                            launch = fn(0)[2]
-                            extra = f"grid={launch['grid']}"
+                        t, tmin, tcall, reps = time_calls(fn, len(sets))
+                        launch = fn(0)[2]
+                        extra = f"core={launch['core']} " + (
+                            f"splits={launch['splits']}" if name == "split_kv" else f"grid={launch['grid']}")
                         rows.append(dict(kernel=name, batch=batch, heads=hq, kv_heads=hkv, head_dim=d, context=ctx,
                                          tree_tokens="", q_len=1, causal="", dtype=dtype_name, extra=extra,
-                                         time_s=t, time_s_min=tmin, reps=reps, bytes=nbytes, gb_per_s=nbytes / t / 1e9,
-                                         flops=flops, tflop_per_s=flops / t / 1e12))
+                                         time_s=t, time_s_min=tmin, call_time_s=tcall, reps=reps, bytes=nbytes, gb_per_s=nbytes / t / 1e9,
+                                                         flops=flops, tflop_per_s=flops / t / 1e12))
                     del sets
                     torch.cuda.empty_cache()
 
@@ -149,8 +166,26 @@ def bench_tree(rows: list[dict], quick: bool, dtype_name: str, deadline: float, 
     import kernels_cuda
     dtype = getattr(torch, dtype_name)
     es = torch.finfo(dtype).bits // 8
-    batch, hq, hkv, d = 1, 32, 8, 128
-    for prefix in (4096, 32768):
+    from kernels_cuda import _attention as att
+    batch, d = 1, 128
+    for (hq, hkv), prefix in itertools.product(((32, 32), (32, 8)), (4096, 32768)):
+        # The issue's yardstick: a one-token decode over the same prefix.
+        def make_decode():
+            return (torch.randn(batch, hq, d, device="cuda", dtype=dtype),
+                    torch.randn(batch, prefix, hkv, d, device="cuda", dtype=dtype),
+                    torch.randn(batch, prefix, hkv, d, device="cuda", dtype=dtype))
+        kv_bytes = 2 * batch * prefix * hkv * d * es
+        sets = rotating_sets(make_decode, kv_bytes, l2)
+        for name, call in (("split_kv", att._split_kv_attention_cuda), ("lean", att._lean_attention_cuda)):
+            tm, tmin, tcall, reps = time_calls(lambda i: call(*sets[i]), len(sets))
+            launch = call(*sets[0])[2]
+            flops = 4 * batch * hq * prefix * d
+            rows.append(dict(kernel=name, batch=batch, heads=hq, kv_heads=hkv, head_dim=d, context=prefix,
+                             tree_tokens="", q_len=1, causal="", dtype=dtype_name,
+                             extra=f"core={launch['core']} tree baseline",
+                             time_s=tm, time_s_min=tmin, call_time_s=tcall, reps=reps, bytes=kv_bytes,
+                             gb_per_s=kv_bytes / tm / 1e9, flops=flops, tflop_per_s=flops / tm / 1e12))
+        del sets
         for t in ([1, 8, 64, 256] if quick else [1, 2, 4, 8, 16, 32, 64, 128, 256]):
             if time.perf_counter() > deadline:
                 return
@@ -162,11 +197,11 @@ def bench_tree(rows: list[dict], quick: bool, dtype_name: str, deadline: float, 
                         torch.randn(batch, prefix + t, hkv, d, device="cuda", dtype=dtype),
                         torch.randn(batch, prefix + t, hkv, d, device="cuda", dtype=dtype))
             sets = rotating_sets(make, kv_bytes, l2)
-            tm, tmin, reps = time_calls(lambda i: kernels_cuda.tree_attention(*sets[i], parents), len(sets))
+            tm, tmin, tcall, reps = time_calls(lambda i: kernels_cuda.tree_attention(*sets[i], parents), len(sets))
             flops = 4 * batch * t * hq * (prefix + t) * d
             rows.append(dict(kernel="tree", batch=batch, heads=hq, kv_heads=hkv, head_dim=d, context=prefix,
                              tree_tokens=t, q_len=t, causal="", dtype=dtype_name, extra="binary tree",
-                             time_s=tm, time_s_min=tmin, reps=reps, bytes=kv_bytes, gb_per_s=kv_bytes / tm / 1e9,
+                             time_s=tm, time_s_min=tmin, call_time_s=tcall, reps=reps, bytes=kv_bytes, gb_per_s=kv_bytes / tm / 1e9,
                              flops=flops, tflop_per_s=flops / tm / 1e12))
 
 
@@ -186,22 +221,31 @@ def bench_ring_step(rows: list[dict], quick: bool, dtype_name: str, deadline: fl
             v = torch.randn(batch, s, hkv, d, device="cuda", dtype=dtype)
             flops = 4 * batch * s * s * hq * d // (2 if causal else 1)
             nbytes = (2 * batch * s * hq * d + 2 * batch * s * hkv * d) * es
-            t, tmin, reps = time_calls(lambda i: kernels_cuda.block_attention(q, k, v, causal=causal), 1, reps=10)
+            t, tmin, tcall, reps = time_calls(lambda i: kernels_cuda.block_attention(q, k, v, causal=causal), 1, reps=10)
             rows.append(dict(kernel="ring_step_block", batch=batch, heads=hq, kv_heads=hkv, head_dim=d, context=s,
                              tree_tokens="", q_len=s, causal=causal, dtype=dtype_name, extra="",
-                             time_s=t, time_s_min=tmin, reps=reps, bytes=nbytes, gb_per_s=nbytes / t / 1e9,
+                             time_s=t, time_s_min=tmin, call_time_s=tcall, reps=reps, bytes=nbytes, gb_per_s=nbytes / t / 1e9,
                              flops=flops, tflop_per_s=flops / t / 1e12))
             qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))
             kt = kt.repeat_interleave(hq // hkv, dim=1)
             vt = vt.repeat_interleave(hq // hkv, dim=1)
-            t, tmin, reps = time_calls(lambda i: F.scaled_dot_product_attention(qt, kt, vt, is_causal=causal), 1,
+            t, tmin, tcall, reps = time_calls(lambda i: F.scaled_dot_product_attention(qt, kt, vt, is_causal=causal), 1,
                                        reps=10)
             rows.append(dict(kernel="torch_sdpa", batch=batch, heads=hq, kv_heads=hkv, head_dim=d, context=s,
                              tree_tokens="", q_len=s, causal=causal, dtype=dtype_name, extra="kv repeated to Hq",
-                             time_s=t, time_s_min=tmin, reps=reps, bytes=nbytes, gb_per_s=nbytes / t / 1e9,
+                             time_s=t, time_s_min=tmin, call_time_s=tcall, reps=reps, bytes=nbytes, gb_per_s=nbytes / t / 1e9,
                              flops=flops, tflop_per_s=flops / t / 1e12))
             del q, k, v, qt, kt, vt
             torch.cuda.empty_cache()
+
+
+def write_csv(path: Path, rows: list[dict], info: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=FIELDS)
+        w.writeheader()
+        for r in rows:
+            w.writerow({**r, **info})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -226,26 +270,26 @@ def main(argv: list[str] | None = None) -> int:
     parts = [p.strip() for p in args.only.split(",") if p.strip()]
     share = args.budget_s / max(len(parts), 1)
     rows: list[dict] = []
-    for i, part in enumerate(parts):
-        deadline = start + share * (i + 1)
-        if part == "decode":
-            bench_decode(rows, args.quick, args.dtype, deadline, free_bytes, l2)
-        elif part == "tree":
-            bench_tree(rows, args.quick, args.dtype, deadline, l2)
-        elif part == "ring":
-            bench_ring_step(rows, args.quick, args.dtype, deadline)
-        else:
-            raise SystemExit(f"unknown sweep {part!r}")
     info = device_info()
-    info.setdefault("device", props.name)
     info["device"] = info["device"] or props.name
     info["date"] = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS)
-        w.writeheader()
-        for r in rows:
-            w.writerow({**r, **info})
+    # A killed run (an outer timeout) keeps every row measured so far: the CSV
+    # is rewritten after each sweep and on SIGTERM.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        for i, part in enumerate(parts):
+            deadline = start + share * (i + 1)
+            if part == "decode":
+                bench_decode(rows, args.quick, args.dtype, deadline, free_bytes, l2)
+            elif part == "tree":
+                bench_tree(rows, args.quick, args.dtype, deadline, l2)
+            elif part == "ring":
+                bench_ring_step(rows, args.quick, args.dtype, deadline)
+            else:
+                raise SystemExit(f"unknown sweep {part!r}")
+            write_csv(args.out, rows, info)
+    finally:
+        write_csv(args.out, rows, info)
     # Short table last (the device reply carries the tail of the output).
     print(f"{len(rows)} rows -> {args.out} ({info['device']}, driver {info['driver']})")
     for r in rows:
