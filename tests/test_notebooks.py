@@ -77,6 +77,7 @@ def plotly_figures(nb) -> list[dict]:
 def test_notebooks_exist():
     assert ANALYSES.joinpath("roofline.ipynb") in NOTEBOOKS
     assert ANALYSES.joinpath("kernel_sim.ipynb") in NOTEBOOKS
+    assert ANALYSES.joinpath("kernels_bench.ipynb") in NOTEBOOKS
 
 
 @pytest.mark.slow
@@ -91,6 +92,24 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
         check_step_whatif_notebook(nb)
     if path.name == "kernel_sim.ipynb":
         check_kernel_sim_notebook(nb)
+    if path.name == "kernels_bench.ipynb":
+        check_kernels_bench_notebook(nb)
+
+
+def check_kernels_bench_notebook(nb):
+    """Measured against simulated for every committed kernel CSV (CPU always, GPU when measured), and the targets."""
+    from sim.kernel import measured
+
+    text = outputs_text(nb)
+    figures = plotly_figures(nb)
+    files = measured.csv_files()
+    assert len(figures) == len(files)
+    for path in files:
+        assert f"{path.parent.name}/{path.name}" in text
+        kernels = {r["kernel"] for r in measured.read_rows(path)}
+        fig = next(f for f in figures if f"{path.parent.name}/{path.name}" in f["layout"]["title"]["text"])
+        assert {t["name"] for t in fig["data"]} == kernels | {"simulated = measured"}
+    assert "Lean vs split-KV: faster in" in text and "tree T=64 vs one-token decode" in text
 
 
 def check_step_whatif_notebook(nb):

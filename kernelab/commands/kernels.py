@@ -114,7 +114,39 @@ def cmd_kernel(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_validate(args: argparse.Namespace, console: Console) -> int:
+    from sim.kernel import measured
+
+    rows = measured.validate(args.csv)
+    groups = measured.summary(rows)
+    if args.json:
+        print_json({"csv": str(args.csv), "summary": groups, "rows": rows if args.rows else None})
+        return 0
+    t = Table(title=f"sim versus real: {args.csv} (error = predicted / measured - 1)")
+    for col in ("device", "kernel", "rows", "median |error|", "max |error|", "median error"):
+        t.add_column(col, justify="left" if col in ("device", "kernel") else "right")
+    for g in groups:
+        t.add_row(g["device"], g["kernel"], str(g["rows"]), f"{g['median_abs_error']:.1%}",
+                  f"{g['max_abs_error']:.1%}", f"{g['median_error']:+.1%}")
+    console.print(t)
+    if args.rows:
+        r = Table(title="rows")
+        for col in ("kernel", "shape", "dtype", "measured", "predicted", "error"):
+            r.add_column(col, justify="left" if col in ("kernel", "shape", "dtype") else "right")
+        for row in rows:
+            r.add_row(row["kernel"], row["shape"], row["dtype"], format_si(row["measured_s"], "s"),
+                      format_si(row["predicted_s"], "s"), f"{row['error']:+.1%}")
+        console.print(r)
+    return 0
+
+
 def register(sub) -> None:
+    v = sub.add_parser("validate", help="predict every row of a kernel benchmark CSV with the kernel simulator "
+                                        "and print the error per kernel (GPU or CPU measurements)")
+    v.add_argument("csv", type=Path, help="a CSV of kernels_cuda/bench/attention_gpu_bench.py or attention_cpu_bench.py")
+    v.add_argument("--rows", action="store_true", help="also print (or put in the JSON) every row")
+    v.add_argument("--json", action="store_true")
+    v.set_defaults(func=cmd_validate)
     s = sub.add_parser("kernel", help="simulate one kernel schedule cycle by cycle (attention or GEMM)")
     s.add_argument("schedule", help="fa2, split-kv, lean, tree, cascade, ring-step or gemm")
     s.add_argument("--device", default=DEFAULT_DEVICE)
