@@ -8,7 +8,7 @@ outputs with NaN, so a NaN left over is an element no kernel wrote. Also:
 lean == two-kernel lean == split-KV, ring == full attention, bad device
 inputs raise before any launch.
 
-compute-sanitizer: kernels_cuda/bench/device_run.sh runs memcheck, racecheck
+compute-sanitizer: kernels_cuda/bench/attention_device_run.sh runs memcheck, racecheck
 and synccheck over a small call of each kernel (see attention_sanitize.py).
 """
 

@@ -82,3 +82,18 @@ def test_cli_validate_json(capsys):
 def test_cli_validate_missing_file_exits_2(capsys, tmp_path):
     assert cli(["validate", str(tmp_path / "nope.csv")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_readme_table_is_current():
+    """The README's sim-versus-real table shows the H200 run's current numbers."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    path = next(p for p in TENSOR_CORE_FILES if "h200" in p.parent.name)
+    labels = {"split_kv": "split-KV", "lean": "Lean", "tree": "tree", "ring_step_block": "ring step (block)",
+              "torch_sdpa": "torch SDPA"}
+    for g in measured.summary(measured.validate(path)):
+        if g["kernel"] in labels:
+            pct = round(100 * g["median_error"])
+            signed = f"{'+' if pct > 0 else '−' if pct < 0 else ''}{abs(pct)}%"
+            assert f"| H200 | {labels[g['kernel']]} | {g['rows']} | {signed}" in readme, (g, signed)

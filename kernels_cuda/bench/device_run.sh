@@ -1,15 +1,14 @@
 #!/usr/bin/env bash
 # One call on a GPU machine: build the extension for that machine's Python with
-# the CUDA kernels, run the GPU tests, compute-sanitizer on our kernels (the
-# triad probe and every attention kernel), the attention benchmark, the HBM
-# stream probe, and the PyTorch reference measurements. Everything it
+# the CUDA kernels, run the GPU tests, compute-sanitizer on the triad probe, the
+# HBM stream probe, and the PyTorch reference measurements. The attention
+# kernels have their own script (attention_device_run.sh). Everything it
 # produces goes under $OUT (default ./out); the last lines printed are a summary.
 #
 #   OUT=/tmp/run bash kernels_cuda/bench/device_run.sh
 #
 # BUDGET_S bounds the reference measurements (default 240 s); SKIP_REFERENCE=1
-# skips them and the stream probe (a short attention-only run);
-# ATTN_BUDGET_S bounds the attention benchmark (default 240 s).
+# skips them and the stream probe.
 set -u
 OUT=${OUT:-out}
 PY=${PYTHON:-python3}
@@ -42,20 +41,6 @@ summary "build rc=$? ($(tail -1 "$OUT/build.log"))"
 "$PY" -m pytest -q -p no:cacheprovider -o addopts="-ra" tests/test_backends.py tests/test_triad.py \
   > "$OUT/pytest.log" 2>&1
 summary "pytest rc=$?: $(tail -1 "$OUT/pytest.log")"
-
-# The attention kernels (issue 5): GPU tests, compute-sanitizer on one small
-# call of each kernel, then the benchmark (ATTN_BUDGET_S, default 240 s).
-"$PY" -m pytest -q -p no:cacheprovider -o addopts="-ra" -x tests/test_attention_gpu.py \
-  > "$OUT/pytest-attention.log" 2>&1
-summary "pytest attention rc=$?: $(tail -1 "$OUT/pytest-attention.log")"
-for tool in memcheck racecheck synccheck; do
-  timeout 240 compute-sanitizer --tool "$tool" --error-exitcode 9 "$PY" kernels_cuda/bench/attention_sanitize.py \
-    > "$OUT/sanitizer-attention-$tool.log" 2>&1
-  summary "compute-sanitizer attention $tool rc=$?: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer-attention-$tool.log" | tail -1)"
-done
-"$PY" kernels_cuda/bench/attention_gpu_bench.py --out "$OUT/attention_gpu.csv" --budget-s "${ATTN_BUDGET_S:-240}" \
-  > "$OUT/attention_bench.log" 2>&1
-summary "attention bench rc=$?: $(head -1 "$OUT/attention_bench.log" | cut -c1-200)"
 
 probe='import json, kernels_cuda as k; r = k.cuda_stream_bandwidth(1 << 22, repeats=2, warmup=1); print(json.dumps(r))'
 for tool in memcheck racecheck initcheck synccheck; do
