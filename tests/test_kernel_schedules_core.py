@@ -19,9 +19,11 @@ H100 = hw.get_device("H100-SXM")
 
 
 def roofline_s(p, dev):
-    """Calibrated roofline of the problem: useful FLOPs at the GEMM rate, minimal bytes at achievable HBM bandwidth."""
+    """Calibrated roofline of the problem: useful FLOPs at the GEMM rate, minimal bytes at the engine's HBM
+    ceiling (the read-only stream rate, which the engine also charges stores at; see sim/kernel/engine.py)."""
     cal = hw.calibration(dev)
-    return max(p.flops / (dev.peak(p.dtype) * cal.gemm_fraction[p.dtype]), p.min_bytes / cal.achievable_hbm_bytes_per_s(dev))
+    return max(p.flops / (dev.peak(p.dtype) * cal.gemm_fraction[p.dtype]),
+               p.min_bytes / cal.achievable_hbm_read_bytes_per_s(dev))
 
 
 def t(name, p, dev, **kw):
