@@ -382,14 +382,10 @@ void tree_attention_cpu(const T* q, const T* k, const T* v, const std::int64_t* 
                         std::int64_t prefix, std::int64_t heads, std::int64_t kv_heads,
                         std::int64_t head_dim, float scale, T* out, float* lse) {
   require(batch >= 1, "batch must be >= 1, got " + std::to_string(batch));
-  require(tree_tokens >= 1 && tree_tokens <= kMaxTreeTokens,
-          "the tree must have 1 to " + std::to_string(kMaxTreeTokens) + " tokens, got " +
-              std::to_string(tree_tokens));
-  require(prefix >= 0, "prefix must be >= 0, got " + std::to_string(prefix));
   check_heads(heads, kv_heads, head_dim);
   check_scale(scale);
   const std::int64_t n_trees = parents_per_batch ? batch : 1;
-  checks::check_tree_parents(parents, n_trees, tree_tokens, parents_per_batch);
+  checks::check_tree(tree_tokens, prefix, parents, n_trees, parents_per_batch);
   const std::int64_t group = heads / kv_heads;
   const std::int64_t d = head_dim;
   const std::int64_t n_keys = prefix + tree_tokens;

@@ -1280,14 +1280,10 @@ int tree_attention_cuda(const void* q, const void* k, const void* v,
                          float scale, void* out, float* lse, int device, void* stream_handle,
                          bool poison) {
   require(batch >= 1 && batch <= 65535, "batch must be in [1, 65535], got " + std::to_string(batch));
-  require(tree_tokens >= 1 && tree_tokens <= kMaxTreeTokens,
-          "the tree must have 1 to " + std::to_string(kMaxTreeTokens) + " tokens, got " +
-              std::to_string(tree_tokens));
-  require(prefix >= 0, "prefix must be >= 0, got " + std::to_string(prefix));
   check_heads(heads, kv_heads, head_dim);
   check_scale(scale);
   const std::int64_t n_trees = parents_per_batch ? batch : 1;
-  checks::check_tree_parents(parents, n_trees, tree_tokens, parents_per_batch);
+  checks::check_tree(tree_tokens, prefix, parents, n_trees, parents_per_batch);
   // Ancestor-or-self bitmasks, 256 bits (8 words) per token.
   std::vector<unsigned> masks(static_cast<std::size_t>(n_trees * tree_tokens * 8), 0u);
   for (std::int64_t b = 0; b < n_trees; ++b) {

@@ -7,6 +7,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "kernelab/attention_cpu.h"  // kMaxTreeTokens
+
 namespace kernelab::attention::checks {
 
 inline void require(bool ok, const std::string& message) {
@@ -36,6 +38,16 @@ inline void check_tree_parents(const std::int64_t* parents, std::int64_t n_trees
                   " must be -1 (a root) or an earlier token in [0, " + std::to_string(i) + ")");
     }
   }
+}
+
+// A tree of 1..kMaxTreeTokens tokens over a prefix of >= 0 keys, its parents valid.
+inline void check_tree(std::int64_t tree_tokens, std::int64_t prefix, const std::int64_t* parents,
+                       std::int64_t n_trees, bool parents_per_batch) {
+  require(tree_tokens >= 1 && tree_tokens <= kMaxTreeTokens,
+          "the tree must have 1 to " + std::to_string(kMaxTreeTokens) + " tokens, got " +
+              std::to_string(tree_tokens));
+  require(prefix >= 0, "prefix must be >= 0, got " + std::to_string(prefix));
+  check_tree_parents(parents, n_trees, tree_tokens, parents_per_batch);
 }
 
 }  // namespace kernelab::attention::checks
