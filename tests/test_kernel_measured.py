@@ -35,8 +35,9 @@ def test_every_row_is_predicted(path):
 @pytest.mark.parametrize("path", TENSOR_CORE_FILES, ids=lambda p: p.parent.name)
 def test_decode_kernels_are_predicted_within_30_percent_median(path):
     """Split-KV and Lean decode: the simulator's FlashAttention-2 split-KV and
-    LeanAttention models against our kernels (H200: 21% and 24% median, the
-    simulator faster; the misses are the small problems' fixed costs)."""
+    LeanAttention models against our kernels (median |error| H200: 21% and
+    24%, H100: 14% and 23%, the simulator faster; the misses are the small
+    problems' fixed costs)."""
     for g in measured.summary(measured.validate(path)):
         if g["kernel"] in ("split_kv", "lean"):
             assert g["median_abs_error"] <= 0.30, g
@@ -84,16 +85,17 @@ def test_cli_validate_missing_file_exits_2(capsys, tmp_path):
     assert "no such file" in capsys.readouterr().err
 
 
-def test_readme_table_is_current():
-    """The README's sim-versus-real table shows the H200 run's current numbers."""
+@pytest.mark.parametrize("card", ["H200", "H100 SXM"])
+def test_readme_table_is_current(card):
+    """The README's sim-versus-real table shows the current numbers of each card's run."""
     from pathlib import Path
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    path = next(p for p in TENSOR_CORE_FILES if "h200" in p.parent.name)
+    path = next(p for p in TENSOR_CORE_FILES if p.parent.name.startswith(card.split()[0].lower()))
     labels = {"split_kv": "split-KV", "lean": "Lean", "tree": "tree", "ring_step_block": "ring step (block)",
               "torch_sdpa": "torch SDPA"}
     for g in measured.summary(measured.validate(path)):
         if g["kernel"] in labels:
             pct = round(100 * g["median_error"])
             signed = f"{'+' if pct > 0 else '−' if pct < 0 else ''}{abs(pct)}%"
-            assert f"| H200 | {labels[g['kernel']]} | {g['rows']} | {signed}" in readme, (g, signed)
+            assert f"| {card} | {labels[g['kernel']]} | {g['rows']} | {signed}" in readme, (g, signed)
