@@ -148,8 +148,8 @@ def predict_row(row: dict) -> float:
     """Simulated seconds of one CSV row on the device that measured it."""
     schedule, problem = problem_of(row)
     if row["device"].startswith("cpu:"):
-        # The program's work (bytes, FLOPs per CTA) is the schedule's; any GPU
-        # of the catalog builds it the same way for the byte and FLOP counts.
+        # The twins partition the work as for an H100 SXM (attention_schedule.h's
+        # kDefaultSmCount = 132: splits, Lean's grid), so its program is theirs.
         return cpu_sequential_s(schedule, problem, host_figures(row), CATALOG.get("H100-SXM"))
     return _gpu_seconds(schedule, problem, CATALOG.get(row["device"]).name)
 
