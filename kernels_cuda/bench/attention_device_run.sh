@@ -8,8 +8,10 @@
 # cut short keeps what it measured. The last lines printed are a summary.
 #
 #   OUT=/tmp/run PREBUILT=.devbuild/_ext.cpython-312-x86_64-linux-gnu.so \
-#     ATTN_BUDGET_S=150 bash kernels_cuda/bench/attention_device_run.sh
+#     ATTN_BUDGET_S=150 bash kernels_cuda/bench/attention_device_run.sh   # from the checkout's root
 set -u
+# The scripts under kernels_cuda/bench import kernels_cuda from this checkout.
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 OUT=${OUT:-out}
 PY=${PYTHON:-python3}
 W=$OUT/work
