@@ -119,6 +119,10 @@ def _memory(name, elements_read, elements_written, p: Precision, repeat: int, fl
     )
 
 
+#: the ops that run once per sequence producing logits (``step.logit_rows``), not per token
+LOGIT_OPS = ("final_norm", "lm_head", "sampling")
+
+
 def step_graph(model: ModelConfig, step: Step, precision: Precision = Precision(), sharding: Sharding = Sharding()) -> list[Op]:
     """The ops of ``step`` on one GPU of a ``sharding.tp``-way tensor-parallel group.
 

@@ -1,0 +1,268 @@
+"""The time of one serving iteration, from the step model, memoized so a run of
+thousands of iterations costs table lookups.
+
+An iteration of a continuous-batching engine runs some prefill chunks and some
+decodes through the layers at once (Yu et al., Orca, OSDI 2022; Agrawal et al.,
+Sarathi-Serve, arXiv:2403.02310). Its time is
+
+    time_s = dense_s(new_tokens) + head_s(logit_rows)
+           + decode_attention_s(seqs_d, kv_tokens_d, longest_d)
+           + prefill_attention_s(seqs_p, new_tokens_p, pairs_p, kv_tokens_p)
+           [+ shared-prefix attention, one FlashAttention call per prefix group]
+
+with every term the step model's own (:func:`sim.cost.time_op`,
+:func:`sim.parallel.tensor_parallel_comms`): the projections, MLP, norms and
+tensor-parallel all-reduces depend only on the tokens in the batch, the LM
+head and sampling only on the rows that produce logits, and attention runs
+as a varlen prefill kernel (FlashAttention-2) beside a paged decode kernel
+(split-KV), as vLLM runs a mixed batch.
+
+Why tables are exact, not approximations: for a fixed grid (sequences and
+query rows, or sequences and the longest context's key blocks), an attention
+kernel model's compute time is linear in the (query, key) pairs and its memory
+time affine in the KV tokens read; the kernel's split count and SM fill depend
+only on the grid. So two evaluations per grid point give both lines, and any
+iteration's attention is ``max(compute line, memory line) + overhead``.
+``tests/test_serving_cost.py`` checks tables against direct step-model calls.
+The dense part is tabulated at every token count up to ``EXACT_TOKENS`` and
+interpolated on a geometric grid beyond (where GEMMs are compute-bound and
+linear in the rows).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+import hwmodels as hw
+from hwmodels.errors import InvalidValueError
+from sim.cost import split_by_bound, time_op
+from sim.graph import LOGIT_OPS, Sharding, step_graph
+from sim.model import ModelConfig
+from sim.parallel import pipeline_p2p, tensor_parallel_comms
+from sim.precision import Precision
+from sim.step import Step
+
+EXACT_TOKENS = 8192
+#: geometric grid above EXACT_TOKENS: 64 points per doubling (interpolation error < 0.1% on linear GEMM time)
+POINTS_PER_DOUBLING = 64
+BOUNDS = ("compute", "memory", "overhead", "communication")
+
+
+def _step(seqs, new_tokens, kv_read_tokens, attention_pairs, max_kv_tokens, logit_rows=None) -> Step:
+    arrays = np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (seqs, new_tokens, kv_read_tokens, attention_pairs, max_kv_tokens)))
+    s, n, k, p, m = arrays
+    return Step("mixed", s, n, k, p, s if logit_rows is None else np.asarray(logit_rows, dtype=float), m, "serving table")
+
+
+@dataclass
+class _Line:
+    """``max(c0 + c1*x, m0 + m1*y) + overhead`` per grid point (x: pairs, y: KV tokens), times the layer count."""
+
+    c0: np.ndarray
+    c1: np.ndarray
+    m0: np.ndarray
+    m1: np.ndarray
+    overhead: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class Run:
+    """Iterations of a repeated batch: a constant part per iteration plus attention per iteration."""
+
+    const: dict
+    compute_s: np.ndarray
+    memory_s: np.ndarray
+    overhead_s: np.ndarray
+
+    @property
+    def times(self) -> np.ndarray:
+        return self.compute_s + self.memory_s + self.overhead_s + sum(self.const.values())
+
+    def parts(self, steps: int) -> dict[str, float]:
+        """The breakdown of the first ``steps`` iterations."""
+        out = {k: v * steps for k, v in self.const.items()}
+        out["compute"] += float(self.compute_s[:steps].sum())
+        out["memory"] += float(self.memory_s[:steps].sum())
+        out["overhead"] += float(self.overhead_s[:steps].sum())
+        return out
+
+
+@dataclass
+class IterationCost:
+    """Memoized iteration times of one replica (``tp`` GPUs per stage, ``pp`` stages)."""
+
+    model: ModelConfig
+    device: hw.Device
+    precision: Precision = Precision()
+    tp: int = 1
+    pp: int = 1
+    cuda_graphs: bool = True
+    _dense: dict = field(default_factory=dict, repr=False)
+    _decode: dict = field(default_factory=dict, repr=False)
+    _prefill: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.pp < 1 or self.pp > self.model.num_layers:
+            raise InvalidValueError(f"{self.model.name} has {self.model.num_layers} layers: pp must be 1..{self.model.num_layers}, got {self.pp}")
+        self.sharding = Sharding(tp=self.tp)
+        self.cal = hw.calibration(self.device)
+        launch = self.cal.graph_launch_s if self.cuda_graphs else self.cal.kernel_launch_s
+        self.launch_s = launch or 0.0
+        self.heads = self.model.num_heads // self.tp
+        from sim.kernel.schedules.split_kv import block_n
+
+        self.key_block = block_n(self.model.head_dim)
+        self._build_dense(EXACT_TOKENS)
+
+    # -- the layers without attention -------------------------------------------------
+    def _build_dense(self, top: int) -> None:
+        exact = np.arange(1, EXACT_TOKENS + 1, dtype=float)
+        if top > EXACT_TOKENS:
+            doublings = math.log2(top / EXACT_TOKENS)
+            geo = EXACT_TOKENS * 2.0 ** (np.arange(1, math.ceil(doublings * POINTS_PER_DOUBLING) + 1) / POINTS_PER_DOUBLING)
+            grid = np.concatenate([exact, np.ceil(geo)])
+        else:
+            grid = exact
+        step = _step(grid, grid, grid, grid, 1.0)
+        ops = [time_op(op, step, self.model, self.sharding, self.device, self.cal, self.launch_s, "flash")
+               for op in step_graph(self.model, step, self.precision, self.sharding) if op.kind != "attention"]
+        tokens = split_by_bound((o, o.op.repeat) for o in ops if o.op.name not in LOGIT_OPS)
+        heads = split_by_bound((o, o.op.repeat) for o in ops if o.op.name in LOGIT_OPS)
+        comm = sum((c.total_s for c in tensor_parallel_comms(self.model, self.device, step, self.precision, self.tp)),
+                   np.zeros_like(grid))
+        if self.pp > 1:  # one batch in flight through the stages: every boundary's send lies on its path
+            comm = comm + (self.pp - 1) * pipeline_p2p(self.model, self.device, step, self.precision).time_s
+        tokens["communication"] = comm
+        heads["communication"] = np.zeros_like(grid)
+        # rows of (compute, memory, overhead, communication) seconds; Python lists, as one iteration reads one row
+        table = {part: np.stack([np.broadcast_to(d[k], grid.shape) for k in BOUNDS], axis=1)
+                 for part, d in (("tokens", tokens), ("heads", heads))}
+        self._dense = {"grid": grid, **table, "rows": {part: t[:EXACT_TOKENS].tolist() for part, t in table.items()}}
+
+    def _lookup(self, part: str, n: float) -> list[float]:
+        if n <= EXACT_TOKENS:
+            return self._dense["rows"][part][int(n) - 1]
+        grid = self._dense["grid"]
+        if n > grid[-1]:
+            self._build_dense(int(2 ** math.ceil(math.log2(n))))
+            grid = self._dense["grid"]
+        table = self._dense[part]
+        return [float(np.interp(n, grid, table[:, i])) for i in range(len(BOUNDS))]
+
+    # -- attention ------------------------------------------------------------------------
+    def _attention_line(self, kernel: str, seqs, new_tokens, max_kv) -> _Line:
+        """Both lines of an attention kernel at grid points, from two step-model evaluations."""
+        times = []
+        for scale in (1.0, 2.0):
+            pairs = np.maximum(new_tokens, 1.0) * 64.0 * scale
+            kv = 64.0 * scale * np.maximum(seqs, 1.0)
+            step = _step(seqs, new_tokens, kv, pairs, max_kv)
+            op = next(o for o in step_graph(self.model, step, self.precision, self.sharding) if o.kind == "attention")
+            times.append((pairs, kv, time_op(op, step, self.model, self.sharding, self.device, self.cal, self.launch_s, kernel)))
+        (x1, y1, t1), (x2, y2, t2) = times
+        c1 = (t2.compute_s - t1.compute_s) / (x2 - x1)
+        m1 = (t2.memory_s - t1.memory_s) / (y2 - y1)
+        L = self.model.num_layers
+        return _Line(L * (t1.compute_s - c1 * x1), L * c1, L * (t1.memory_s - m1 * y1), L * m1,
+                     np.broadcast_to(L * t1.overhead_s, np.shape(c1)))
+
+    def _decode_rows(self, seqs: int, blocks: int, queries: int = 1) -> np.ndarray:
+        """The split-KV lines of ``seqs`` sequences of ``queries`` query rows each, per key-block
+        count of the longest context (1, 2, ...)."""
+        rows = self._decode.get((seqs, queries))
+        if rows is None or blocks > len(rows):
+            top = max(64, 2 ** math.ceil(math.log2(blocks)))
+            nb = np.arange(1, top + 1, dtype=float)
+            line = self._attention_line("split-kv", float(seqs), float(seqs * queries), nb * self.key_block)
+            # one row (c0, c1, m0, m1, overhead) per key-block count, so a run indexes once
+            rows = np.stack([np.broadcast_to(a, nb.shape) for a in (line.c0, line.c1, line.m0, line.m1, line.overhead)], axis=1)
+            self._decode[(seqs, queries)] = rows
+        return rows
+
+    def _decode_line(self, seqs: int, blocks: int) -> tuple[float, ...]:
+        return tuple(self._decode_rows(seqs, blocks)[blocks - 1].tolist())
+
+    def _prefill_line(self, seqs: int, rows_per_seq: int) -> tuple[float, ...]:
+        table = self._prefill.get(seqs)
+        if table is None or rows_per_seq > len(table[0]):
+            top = max(1024, 2 ** math.ceil(math.log2(rows_per_seq)))
+            q = np.arange(1, top + 1, dtype=float)
+            line = self._attention_line("flash", float(seqs), seqs * q, q)
+            table = tuple(np.broadcast_to(a, q.shape).copy() for a in (line.c0, line.c1, line.m0, line.m1, line.overhead))
+            self._prefill[seqs] = table
+        i = rows_per_seq - 1
+        return tuple(float(a[i]) for a in table)
+
+    @staticmethod
+    def _apply(line, pairs: float, kv: float, out: dict) -> None:
+        c0, c1, m0, m1, ov = line
+        compute, memory = c0 + c1 * pairs, m0 + m1 * kv
+        out["compute" if compute >= memory else "memory"] += max(compute, memory)
+        out["overhead"] += ov
+
+    def decode_attention(self, seqs: int, kv_tokens: float, longest: float, out: dict) -> None:
+        """Split-KV over ``seqs`` decoding rows reading ``kv_tokens`` in all (the longest ``longest``)."""
+        blocks = max(1, math.ceil(longest / self.key_block))
+        self._apply(self._decode_line(seqs, blocks), kv_tokens, kv_tokens, out)
+
+    def prefill_attention(self, seqs: int, new_tokens: float, pairs: float, kv_tokens: float, out: dict) -> None:
+        """FlashAttention-2 over ``seqs`` query blocks of ``new_tokens`` rows in all (rows per sequence rounded up)."""
+        self._apply(self._prefill_line(seqs, max(1, math.ceil(new_tokens / seqs))), pairs, kv_tokens, out)
+
+    def iteration(self, new_tokens: float, logit_rows: float, decode_seqs: int = 0, decode_kv_tokens: float = 0.0,
+                  decode_longest: float = 0.0, prefill_seqs: int = 0, prefill_tokens: float = 0.0,
+                  prefill_pairs: float = 0.0, prefill_kv_tokens: float = 0.0, shared_groups=()) -> dict[str, float]:
+        """Seconds of one iteration split by bound (``compute``, ``memory``, ``overhead``, ``communication``).
+
+        ``shared_groups``: ``(queries, prefix_tokens)`` per group whose shared
+        prefix is attended once for all its queries (Hydragen's inter-sequence
+        batched prefix attention, Juravsky et al., arXiv:2402.05099), on top of the
+        decode kernel over the suffixes.
+        """
+        out = dict(zip(BOUNDS, map(float.__add__, self._lookup("tokens", new_tokens), self._lookup("heads", logit_rows))))
+        if decode_seqs:
+            self.decode_attention(decode_seqs, decode_kv_tokens, decode_longest, out)
+        if prefill_seqs:
+            self.prefill_attention(prefill_seqs, prefill_tokens, prefill_pairs, prefill_kv_tokens, out)
+        for queries, prefix in shared_groups:
+            # all the group's queries against the prefix's keys, read once: split-KV fills the SMs
+            # when the group's query tiles alone would not (FlashDecoding's split, as Hydragen's prefix pass)
+            blocks = max(1, math.ceil(prefix / self.key_block))
+            self._apply(tuple(self._decode_rows(1, blocks, queries)[blocks - 1].tolist()), queries * prefix, prefix, out)
+        return out
+
+    def run(self, steps: int, seqs: int, kv_tokens: float, longest: float, shared_groups=(),
+            chunk: tuple[int, float] | None = None) -> "Run":
+        """``steps`` back-to-back iterations of the same batch: ``seqs`` decodes, each one token
+        longer than in the iteration before (the first reads ``kv_tokens`` in all, its longest
+        ``longest``), plus optionally one prefill ``chunk = (tokens, cached)`` of the same request,
+        its prefix ``tokens`` longer each time. The same numbers as ``steps`` calls of
+        :meth:`iteration`, vectorized."""
+        j = np.arange(steps, dtype=float)
+        c = chunk[0] if chunk else 0
+        const = self.iteration(seqs + c, seqs + (1 if chunk else 0), shared_groups=shared_groups)
+        compute_s, memory_s, overhead_s = np.zeros(steps), np.zeros(steps), np.zeros(steps)
+        lines = []
+        if seqs:
+            blocks = np.maximum(1, np.ceil((longest + j) / self.key_block)).astype(np.int64)
+            kv = kv_tokens + j * seqs
+            lines.append((self._decode_rows(seqs, int(blocks[-1]))[blocks - 1].T, kv, kv))
+        if chunk:
+            cached = chunk[1] + j * c
+            lines.append((self._prefill_line(1, c), c * cached + c * (c + 1) / 2, cached + c))
+        for (c0, c1, m0, m1, ov), pairs, kv in lines:
+            compute, memory = c0 + c1 * pairs, m0 + m1 * kv
+            is_compute = compute >= memory
+            compute_s += np.where(is_compute, compute, 0.0)
+            memory_s += np.where(is_compute, 0.0, memory)
+            overhead_s += ov
+        return Run(const, compute_s, memory_s, overhead_s)
+
+    def kv_bytes_per_token(self) -> float:
+        """KV-cache bytes one token takes on each GPU of the replica."""
+        from sim.memory import kv_bytes_per_sequence_token
+
+        return kv_bytes_per_sequence_token(self.model, self.precision, self.tp, self.pp)
