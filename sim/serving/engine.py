@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import simpy
 
-import hwmodels as hw
 from hwmodels.errors import InvalidValueError, UnknownNameError
 from hwmodels.interconnect import pcie_link, transfer_time_s
 from sim.memory import DoesNotFitError, activation_bytes, weights_per_gpu
