@@ -145,6 +145,7 @@ class Replica:
         self.token_budget = self.config.token_budget or max(2048, int(self.state.target.max()))
         self.waiting: deque[int] = deque()
         self.running: list[int] = []
+        self._prefilling: list[int] = []  # running requests whose prompt is not all in KV yet, in admission order
         self.swapped: deque[int] = deque()
         self.pending_prefix: set[int] = set()  # prefixes some running request is computing
         self.static_batch: dict | None = None
@@ -201,6 +202,7 @@ class Replica:
         if np.isnan(s.scheduled[r]):
             s.scheduled[r] = self.env.now
         self.running.append(r)
+        self._prefilling.append(r)
         return True
 
     def _free(self, r: int) -> None:
@@ -217,6 +219,8 @@ class Replica:
         """Preempt the most recently admitted running request (vLLM's victim)."""
         s = self.state
         v = self.running.pop()
+        if s.ctx[v] < s.target[v]:
+            self._prefilling.remove(v)
         s.preemptions[v] += 1
         if self.config.preemption == "swap" and s.ctx[v] >= s.target[v]:
             self.totals.swapped_bytes += s.blocks[v] * self.kv.block_size * self.cost.kv_bytes_per_token()
@@ -244,8 +248,7 @@ class Replica:
             self.running.append(v)
 
     def prefilling(self) -> list[int]:
-        s = self.state
-        return [r for r in self.running if s.ctx[r] < s.target[r]]
+        return self._prefilling
 
     def grow_decodes(self) -> np.ndarray:
         """The running requests past their prefill, each with room for one more token of KV,
@@ -461,6 +464,7 @@ class Replica:
             self._maybe_donate(r)
             if s.ctx[r] >= s.target[r]:
                 done.append(r)
+                self._prefilling.remove(r)
         d = batch.decodes
         if d.size:
             s.ctx[d] += 1

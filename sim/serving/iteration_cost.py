@@ -35,6 +35,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+from numba import njit
 
 import hwmodels as hw
 from hwmodels.errors import InvalidValueError
@@ -66,6 +67,42 @@ class _Line:
     m0: np.ndarray
     m1: np.ndarray
     overhead: np.ndarray
+
+
+_NO_ROWS = np.zeros((1, 5))
+
+
+@njit(cache=True)
+def _run_lines(steps, seqs, kv_tokens, longest, key_block, rows, chunk, cached, prefill):  # pragma: no cover - compiled
+    """Per-iteration attention seconds of a run (see :meth:`IterationCost.run`), by bound.
+
+    Iteration ``j``: the decodes read ``kv_tokens + j*seqs`` tokens, the longest ``longest + j``
+    (its key-block count picks the split-KV row); the chunk attends causally over itself and
+    ``cached + j*chunk`` earlier tokens. Each line is ``max(c0 + c1*pairs, m0 + m1*kv) + overhead``.
+    """
+    compute = np.zeros(steps)
+    memory = np.zeros(steps)
+    overhead = np.zeros(steps)
+    for j in range(steps):
+        if seqs > 0:
+            r = rows[int(math.ceil((longest + j) / key_block)) - 1]
+            kv = kv_tokens + j * seqs
+            c, m = r[0] + r[1] * kv, r[2] + r[3] * kv
+            if c >= m:
+                compute[j] += c
+            else:
+                memory[j] += m
+            overhead[j] += r[4]
+        if chunk > 0:
+            before = cached + j * chunk
+            c = prefill[0] + prefill[1] * (chunk * before + chunk * (chunk + 1) / 2)
+            m = prefill[2] + prefill[3] * (before + chunk)
+            if c >= m:
+                compute[j] += c
+            else:
+                memory[j] += m
+            overhead[j] += prefill[4]
+    return compute, memory, overhead
 
 
 @dataclass(frozen=True, eq=False)
@@ -241,24 +278,16 @@ class IterationCost:
         ``longest``), plus optionally one prefill ``chunk = (tokens, cached)`` of the same request,
         its prefix ``tokens`` longer each time. The same numbers as ``steps`` calls of
         :meth:`iteration`, vectorized."""
-        j = np.arange(steps, dtype=float)
         c = chunk[0] if chunk else 0
         const = self.iteration(seqs + c, seqs + (1 if chunk else 0), shared_groups=shared_groups)
-        compute_s, memory_s, overhead_s = np.zeros(steps), np.zeros(steps), np.zeros(steps)
-        lines = []
         if seqs:
-            blocks = np.maximum(1, np.ceil((longest + j) / self.key_block)).astype(np.int64)
-            kv = kv_tokens + j * seqs
-            lines.append((self._decode_rows(seqs, int(blocks[-1]))[blocks - 1].T, kv, kv))
-        if chunk:
-            cached = chunk[1] + j * c
-            lines.append((self._prefill_line(1, c), c * cached + c * (c + 1) / 2, cached + c))
-        for (c0, c1, m0, m1, ov), pairs, kv in lines:
-            compute, memory = c0 + c1 * pairs, m0 + m1 * kv
-            is_compute = compute >= memory
-            compute_s += np.where(is_compute, compute, 0.0)
-            memory_s += np.where(is_compute, 0.0, memory)
-            overhead_s += ov
+            top = math.ceil((longest + steps - 1) / self.key_block)
+            rows = self._decode_rows(seqs, top)
+        else:
+            rows = _NO_ROWS
+        prefill = np.asarray(self._prefill_line(1, c) if chunk else (0.0,) * 5)
+        compute_s, memory_s, overhead_s = _run_lines(steps, seqs, float(kv_tokens), float(longest), self.key_block, rows,
+                                                     float(c), float(chunk[1]) if chunk else 0.0, prefill)
         return Run(const, compute_s, memory_s, overhead_s)
 
     def kv_bytes_per_token(self) -> float:
