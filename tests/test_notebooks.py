@@ -78,6 +78,7 @@ def test_notebooks_exist():
     assert ANALYSES.joinpath("roofline.ipynb") in NOTEBOOKS
     assert ANALYSES.joinpath("kernel_sim.ipynb") in NOTEBOOKS
     assert ANALYSES.joinpath("kernels_bench.ipynb") in NOTEBOOKS
+    assert ANALYSES.joinpath("serving_whatif.ipynb") in NOTEBOOKS
 
 
 @pytest.mark.slow
@@ -94,6 +95,8 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
         check_kernel_sim_notebook(nb)
     if path.name == "kernels_bench.ipynb":
         check_kernels_bench_notebook(nb)
+    if path.name == "serving_whatif.ipynb":
+        check_serving_whatif_notebook(nb)
 
 
 def check_kernels_bench_notebook(nb):
@@ -124,6 +127,72 @@ def check_step_whatif_notebook(nb):
     assert {"1 GPU", "TP=8", "CP=8 pass-kv", "CP=8 pass-q", "CP=8 tokenring"} <= set(rows)
     one, ring = float(rows["1 GPU"].split()[2]), float(rows["CP=8 pass-kv"].split()[2])
     assert ring < one / 4, "ring attention over 8 GPUs is several times faster than one GPU"
+
+
+def check_serving_whatif_notebook(nb):
+    """It answers the three questions: vLLM against Sarathi at one load, capacity under two SLOs, KV-cache bits."""
+    text = outputs_text(nb)
+    figures = plotly_figures(nb)
+    gpus = ("A100-SXM-80GB", "H100-SXM")
+
+    # 1. latency CDFs of both schedulers on both GPUs, their table, and the trade the text describes
+    assert {t["name"] for t in figures[0]["data"]} == {f"{g} {s}" for g in gpus for s in ("vLLM", "Sarathi 512")}
+    for g in gpus:
+        for s in ("vLLM", "Sarathi 512"):
+            row = re.search(rf"^{g} {s}\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+[\d.]+%\s+\d+$", text, re.M)
+            assert row, (g, s)
+            if g == "H100-SXM":  # the text: both schedulers well under the strict SLO on the H100 at this load
+                assert float(row.group(4)) < 0.1, (g, s)
+        tbt, ttft = re.search(rf"^{g}: Sarathi's P99 TBT is ([\d.]+)x lower than vLLM's, its P99 TTFT ([\d.]+)x higher", text, re.M).groups()
+        assert float(tbt) > 1 and float(ttft) > 1, g
+
+    # 2. a capacity per GPU, SLO and scheduler; what bound each; chunked prefills raise it under the strict SLO
+    rows = re.findall(r"^(\S+)\s+(strict|relaxed) [\d.]+ s\s+(vLLM|Sarathi \d+)\s+([\d.]+)\s+\d+\s+[\d.]+ QPS: .* -> (.+)$", text, re.M)
+    caps = {(g, slo, s): float(c) for g, slo, s, c, _ in rows}
+    assert set(caps) == {(g, slo, s) for g in gpus for slo, s in (("strict", "vLLM"), ("strict", "Sarathi 512"),
+                                                                   ("relaxed", "vLLM"), ("relaxed", "Sarathi 2048"))}
+    for g, slo, s, _, why in rows:
+        if s.startswith("Sarathi"):
+            assert why == "queue", (g, slo, s, why)
+        elif slo == "strict":
+            assert why == "P99 TBT", (g, slo, s, why)
+    for g in gpus:
+        assert caps[(g, "strict", "Sarathi 512")] > 1.5 * caps[(g, "strict", "vLLM")], g
+        for slo, s in (("strict", "Sarathi 512"), ("relaxed", "Sarathi 2048")):
+            ratio = re.search(rf"^{g} {slo} SLO \([\d.]+ s\): Sarathi / vLLM capacity = ([\d.]+)x$", text, re.M)
+            assert ratio and float(ratio.group(1)) == pytest.approx(caps[(g, slo, s)] / caps[(g, slo, "vLLM")], rel=0.01)
+        per_token = re.search(rf"^{g}: a Sarathi iteration .* costs (\d+) us per prompt token at budget 512, (\d+) us at 2048$", text, re.M)
+        assert per_token and int(per_token.group(2)) < int(per_token.group(1)), g
+    bars = next(f for f in figures if f["layout"]["title"]["text"].startswith("Capacity"))
+    assert {t["meta"]["scheduler"] for t in bars["data"]} == {"vLLM", "Sarathi"}
+    assert all(len(t["y"]) == 4 and all(y > 0 for y in t["y"]) for t in bars["data"])
+
+    # 3. KV bits: blocks double with each halving, and the batch, throughput and prefill share grow with them
+    gains = {}
+    for model in ("Llama-2-7B", "Mistral-7B"):
+        blocks = {int(b): int(n.replace(",", "")) for b, n in
+                  re.findall(rf"^{model}\s+(16|8|4)\s+[\d,]+\s+([\d,]+)\s+[\d,]+\s+[\d.]+\s+[\d.]+$", text, re.M)}
+        assert set(blocks) == {16, 8, 4}, model
+        assert abs(blocks[8] - 2 * blocks[16]) <= 2 and abs(blocks[4] - 2 * blocks[8]) <= 2, blocks
+        # the text's explanation: at 8 bits decode attention turns compute-bound (padded tile), 4 bits buy no more
+        fixed = {int(m[0]): [float(x) for x in m[1:]] for m in
+                 re.findall(rf"^{model}\s+(16|8|4)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$", text, re.M)}
+        assert set(fixed) == {16, 8, 4}, model
+        assert fixed[16][3] == 0 and fixed[8][3] > 0.9 * fixed[8][2] and fixed[4][2] == fixed[8][2], fixed
+        runs = {int(m[0]): [float(x) for x in m[1:]] for m in
+                re.findall(rf"^{model}\s+(16|8|4)\s+(\d+)\s+([\d.]+)\s+(\d+)\s+(\d+)\s+\d+\s+(\d+)\s+(\d+)%$", text, re.M)}
+        assert set(runs) == {16, 8, 4}, model
+        for col in range(6):  # peak batch, mean batch, tokens/s, decode-only tokens/s, -preemptions, prefill share
+            sign = -1 if col == 4 else 1
+            assert sign * runs[16][col] <= sign * runs[8][col] <= sign * runs[4][col], (model, col, runs)
+        assert runs[16][0] < runs[4][0] and runs[16][2] < runs[4][2]
+        gains[model] = runs[8][2] / runs[16][2]
+    assert gains["Mistral-7B"] < gains["Llama-2-7B"]
+    titles = [f["layout"]["title"]["text"] for f in figures]
+    assert any(t.startswith("KV-cache blocks in use") for t in titles)
+    running = next(f for f in figures if f["layout"]["title"]["text"].startswith("Running requests"))
+    assert {(t["meta"]["model"], t["meta"]["kv_bits"]) for t in running["data"]} == {
+        (m, b) for m in ("Llama-2-7B", "Mistral-7B") for b in (16, 8, 4)}
 
 
 KERNEL_SIM_KERNELS = {"lean": "LeanAttention", "split-kv": "FlashDecoding", "flash": "FlashAttention-2"}
