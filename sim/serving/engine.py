@@ -133,6 +133,7 @@ class Totals:
     decode_only_tokens: int = 0
     kv_time_s: list = field(default_factory=list)
     kv_used_blocks: list = field(default_factory=list)
+    running_seqs: list = field(default_factory=list)
 
 
 class Replica:
@@ -451,6 +452,7 @@ class Replica:
     def _record_kv(self, now: float) -> None:
         self.totals.kv_time_s.append(now)
         self.totals.kv_used_blocks.append(self.kv.used)
+        self.totals.running_seqs.append(len(self.running))
 
     def commit(self, batch: Batch) -> None:
         s, now = self.state, self.env.now

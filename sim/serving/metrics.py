@@ -64,6 +64,8 @@ class ServingResult:
     iterations: int
     kv_time_s: list[np.ndarray]
     kv_used_fraction: list[np.ndarray]
+    #: running sequences per replica at the same times as ``kv_time_s`` (after each iteration or run)
+    running_seqs: list[np.ndarray]
     decode_only_s: float
     decode_only_tokens: int
 
@@ -84,6 +86,7 @@ class ServingResult:
             iterations=sum(rep.totals.iterations for rep in sim.replicas),
             kv_time_s=[np.asarray(rep.totals.kv_time_s) for rep in sim.replicas],
             kv_used_fraction=[np.asarray(rep.totals.kv_used_blocks, dtype=float) / rep.kv.total for rep in sim.replicas],
+            running_seqs=[np.asarray(rep.totals.running_seqs, dtype=np.int64) for rep in sim.replicas],
             decode_only_s=sum(rep.totals.decode_only_s for rep in sim.replicas),
             decode_only_tokens=sum(rep.totals.decode_only_tokens for rep in sim.replicas),
         )
@@ -157,6 +160,8 @@ class ServingResult:
             "preemptions": int(self.preemptions.sum()),
             "iterations": self.iterations,
             "kv_peak_fraction": max((float(k.max()) for k in self.kv_used_fraction if k.size), default=0.0),
+            "running_peak": max((int(k.max()) for k in self.running_seqs if k.size), default=0),
+            "decode_only_s": self.decode_only_s,
             "breakdown": {
                 **{f"{k}_s": v for k, v in self.busy_s.items()},
                 "idle_s": max(0.0, self.duration_s * replicas - busy),
