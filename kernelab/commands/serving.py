@@ -27,7 +27,7 @@ def _config(args):
 
     return ServingConfig(scheduler=args.scheduler, max_num_seqs=args.max_num_seqs, token_budget=args.token_budget,
                          block_size=args.block_size, gpu_memory_utilization=args.gpu_memory_utilization,
-                         preemption=args.preemption, prefix_caching=True if args.prefix_caching else None,
+                         preemption=args.preemption, prefix_caching=args.prefix_caching,
                          replicas=args.replicas, router=args.router)
 
 
@@ -40,7 +40,7 @@ def _workload(args, qps: float):
 
 
 def _check(args) -> None:
-    if args.requests < 1:
+    if args.requests < 1 and not args.trace:
         raise InvalidValueError(f"--requests must be at least 1, got {args.requests}")
     if args.qps is not None and not args.qps > 0:
         raise InvalidValueError(f"--qps must be positive (inf: all at once), got {args.qps}")
@@ -143,7 +143,8 @@ def _common(s: argparse.ArgumentParser) -> None:
     s.add_argument("--block-size", type=int, default=16, help="KV block size in tokens")
     s.add_argument("--gpu-memory-utilization", type=float, default=0.9)
     s.add_argument("--preemption", default="recompute", choices=("recompute", "swap"))
-    s.add_argument("--prefix-caching", action="store_true", help="keep shared prefixes' KV blocks, LRU eviction")
+    s.add_argument("--prefix-caching", action=argparse.BooleanOptionalAction, default=None,
+                   help="keep shared prefixes' KV blocks, LRU eviction (default: on for batchllm only)")
     s.add_argument("--weight-bits", type=int, default=16)
     s.add_argument("--kv-bits", type=int, default=16)
     s.add_argument("--json", action="store_true")

@@ -62,6 +62,7 @@ class ServingConfig:
         if key not in SCHEDULERS:
             raise UnknownNameError("scheduler", self.scheduler, SCHEDULERS)
         object.__setattr__(self, "scheduler", key)
+        object.__setattr__(self, "router", self.router.strip().lower())
         if self.router not in ROUTERS:
             raise UnknownNameError("router", self.router, ROUTERS)
         if self.preemption not in PREEMPTION:
@@ -317,7 +318,8 @@ class Replica:
             parts = self.iteration_time(batch)
             parts["swap"] = self._swap_s
             time_s = sum(parts.values())
-            self._account(parts, time_s, 1, 0 if batch.chunks else int(batch.decodes.size))
+            decoded = 0 if batch.chunks else int((self.state.gen[batch.decodes] < self.state.output[batch.decodes]).sum())
+            self._account(parts, time_s, 1, decoded)
             yield self.env.timeout(time_s)
             self.commit(batch)
 
@@ -579,8 +581,9 @@ class Simulation:
             return reps[int(self.state.pid[r]) % len(reps)]
         if self.config.router in ("least_loaded", "prefix_affinity"):
             return min(reps, key=lambda rep: rep.load)
+        rep = reps[self._rr]
         self._rr = (self._rr + 1) % len(reps)
-        return reps[self._rr]
+        return rep
 
     def _arrivals(self):
         s, B = self.state, self.config.block_size
@@ -619,7 +622,7 @@ def kv_capacity_blocks(cost: IterationCost, config: ServingConfig, longest_promp
     if blocks < 1:
         raise DoesNotFitError(
             f"{m.name} does not fit on {cost.tp * cost.pp}x {d.name} (tp={cost.tp}, pp={cost.pp}) for serving: weights "
-            f"{weights / 1e9:.1f} GB + activations {act / 1e9:.2f} GB per GPU leave {free / 1e9:.2f} GB of the "
-            f"{usable / 1e9:.1f} GB usable ({config.gpu_memory_utilization:.0%} of {d.memory_bytes / 1e9:.0f} GB) "
-            f"for the KV cache; more GPUs (tp, pp) or fewer weight bits would fit")
+            f"{weights / 1e9:.1f} GB + activations {act / 1e9:.2f} GB + one KV block {per_block / 1e9:.3g} GB per GPU > "
+            f"{usable / 1e9:.1f} GB usable ({config.gpu_memory_utilization:.0%} of {d.memory_bytes / 1e9:.0f} GB); short by "
+            f"{(per_block - free) / 1e9:.2f} GB: more GPUs (tp, pp) or fewer weight bits would fit")
     return blocks

@@ -24,9 +24,9 @@ time affine in the KV tokens read; the kernel's split count and SM fill depend
 only on the grid. So two evaluations per grid point give both lines, and any
 iteration's attention is ``max(compute line, memory line) + overhead``.
 ``tests/test_serving_cost.py`` checks tables against direct step-model calls.
-The dense part is tabulated at every token count up to ``EXACT_TOKENS`` and
-interpolated on a geometric grid beyond (where GEMMs are compute-bound and
-linear in the rows).
+The dense part is tabulated at every token count up to ``EXACT_LIMIT`` (131,072; built
+lazily, a power of two at a time) and interpolated on a geometric grid beyond, where
+GEMMs run hundreds of waves and their time is linear in the rows.
 """
 
 from __future__ import annotations
@@ -46,8 +46,11 @@ from sim.parallel import pipeline_p2p, tensor_parallel_comms
 from sim.precision import Precision
 from sim.step import Step
 
+#: token counts read from Python lists (the common iterations); the table holds every count up to EXACT_LIMIT
 EXACT_TOKENS = 8192
-#: geometric grid above EXACT_TOKENS: 64 points per doubling (interpolation error < 0.1% on linear GEMM time)
+EXACT_LIMIT = 1 << 17
+#: geometric grid above EXACT_LIMIT, interpolated: there a GEMM spans hundreds of waves of 128-row tiles, so its
+#: tile and wave quantization moves its time by < 0.3% and the time is linear in the rows between grid points
 POINTS_PER_DOUBLING = 64
 BOUNDS = ("compute", "memory", "overhead", "communication")
 
@@ -156,10 +159,10 @@ class IterationCost:
 
     # -- the layers without attention -------------------------------------------------
     def _build_dense(self, top: int) -> None:
-        exact = np.arange(1, EXACT_TOKENS + 1, dtype=float)
-        if top > EXACT_TOKENS:
-            doublings = math.log2(top / EXACT_TOKENS)
-            geo = EXACT_TOKENS * 2.0 ** (np.arange(1, math.ceil(doublings * POINTS_PER_DOUBLING) + 1) / POINTS_PER_DOUBLING)
+        exact = np.arange(1, min(top, EXACT_LIMIT) + 1, dtype=float)
+        if top > EXACT_LIMIT:
+            doublings = math.log2(top / EXACT_LIMIT)
+            geo = EXACT_LIMIT * 2.0 ** (np.arange(1, math.ceil(doublings * POINTS_PER_DOUBLING) + 1) / POINTS_PER_DOUBLING)
             grid = np.concatenate([exact, np.ceil(geo)])
         else:
             grid = exact
@@ -187,6 +190,8 @@ class IterationCost:
             self._build_dense(int(2 ** math.ceil(math.log2(n))))
             grid = self._dense["grid"]
         table = self._dense[part]
+        if n <= EXACT_LIMIT:
+            return table[int(n) - 1].tolist()
         return [float(np.interp(n, grid, table[:, i])) for i in range(len(BOUNDS))]
 
     # -- attention ------------------------------------------------------------------------

@@ -229,6 +229,7 @@ def shared_prefix(groups: int = 1, group_size: int = 256, prefix_tokens: int = 2
 
 
 TRACE_FIELDS = ("arrival_s", "prompt_tokens", "output_tokens")
+TRACE_MINIMUM = {"arrival_s": 0, "prompt_tokens": 1, "output_tokens": 1, "prefix_tokens": 0}
 
 
 def from_trace(path: str | Path) -> Workload:
@@ -258,9 +259,16 @@ def from_trace(path: str | Path) -> Workload:
                 v = float(text)
             except (TypeError, ValueError):
                 raise TraceError(f"{path}, line {line}: {c} must be a number, got {text!r}") from None
+            if not math.isfinite(v):
+                raise TraceError(f"{path}, line {line}: {c} must be finite, got {text!r}")
             if c != "arrival_s" and v != int(v):
                 raise TraceError(f"{path}, line {line}: {c} must be a whole number, got {text!r}")
+            if v < TRACE_MINIMUM.get(c, -math.inf):
+                raise TraceError(f"{path}, line {line}: {c} must be at least {TRACE_MINIMUM[c]}, got {text!r}")
             cols[c].append(v)
+        if cols["prefix_tokens"][-1] > 0 and (cols["prefix_id"][-1] < 0 or cols["prefix_tokens"][-1] >= cols["prompt_tokens"][-1]):
+            raise TraceError(f"{path}, line {line}: prefix_tokens needs a prefix_id >= 0 and must leave the request at least one "
+                             f"prompt token of its own, got {row.get('prefix_tokens')!r} of {row.get('prompt_tokens')!r}")
     order = np.argsort(np.asarray(cols["arrival_s"]), kind="stable")
     try:
         return Workload(*(np.asarray(cols[c])[order] for c in (*TRACE_FIELDS, "prefix_id", "prefix_tokens")), name=str(path))
