@@ -15,6 +15,7 @@ token and writes one token of KV. A request that generated ``g`` tokens holds
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from hwmodels.interconnect import pcie_link, transfer_time_s
 from sim.memory import DoesNotFitError, activation_bytes, weights_per_gpu
 from sim.serving.iteration_cost import IterationCost
 from sim.serving.kv_cache import BlockManager
-from sim.serving.schedulers import POLICIES, SCHEDULERS, Batch
+from sim.serving.schedulers import POLICIES, SCHEDULERS, Batch, batchllm_rank
 from sim.serving.workload import Workload
 from sim import step as steps
 
@@ -75,7 +76,9 @@ class ServingConfig:
             raise InvalidValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization!r}")
         batchllm = key == "batchllm"
         defaults = {
-            # BatchLLM bounds its batches by KV memory, not by a sequence count (sec. 3.3)
+            # BatchLLM bounds its batches by KV memory, not by a sequence count, and batches more tokens per
+            # iteration than a latency-bound engine ("memory-centric token batching", arXiv:2412.03594, abstract);
+            # the paper gives no single budget, so 4096 (Sarathi-Serve's 512 is for a strict TBT SLO) is ours
             "max_num_seqs": 1 << 30 if batchllm else 256,
             "token_budget": SARATHI_TOKEN_BUDGET if key == "sarathi" else (4096 if batchllm else None),
             "prefix_caching": batchllm,
@@ -137,6 +140,34 @@ class Totals:
     running_seqs: list = field(default_factory=list)
 
 
+class RankedQueue:
+    """Waiting requests in a fixed order of rank (BatchLLM's), requests preempted by recompute first.
+
+    The deque-like surface the schedulers use: ``[0]``, ``popleft``, ``appendleft``, ``append``."""
+
+    def __init__(self, rank: np.ndarray):
+        self.rank = rank
+        self.front: deque[int] = deque()
+        self.heap: list[tuple[int, int]] = []
+
+    def append(self, r: int) -> None:
+        heapq.heappush(self.heap, (int(self.rank[r]), r))
+
+    def appendleft(self, r: int) -> None:
+        self.front.appendleft(r)
+
+    def popleft(self) -> int:
+        return self.front.popleft() if self.front else heapq.heappop(self.heap)[1]
+
+    def __getitem__(self, i: int) -> int:
+        if i != 0:
+            raise IndexError("a ranked queue shows its head only")
+        return self.front[0] if self.front else self.heap[0][1]
+
+    def __len__(self) -> int:
+        return len(self.front) + len(self.heap)
+
+
 class Replica:
     def __init__(self, sim: "Simulation", index: int):
         self.sim, self.index, self.env = sim, index, sim.env
@@ -145,11 +176,11 @@ class Replica:
         self.cost: IterationCost = sim.cost
         self.kv = BlockManager(sim.kv_blocks, self.config.block_size)
         self.token_budget = self.config.token_budget or max(2048, int(self.state.target.max()))
-        self.waiting: deque[int] = deque()
+        self.waiting: deque[int] | RankedQueue = RankedQueue(sim.batchllm_rank) if self.config.scheduler == "batchllm" else deque()
         self.running: list[int] = []
         self._prefilling: list[int] = []  # running requests whose prompt is not all in KV yet, in admission order
         self.swapped: deque[int] = deque()
-        self.pending_prefix: set[int] = set()  # prefixes some running request is computing
+        self.pending_prefix: dict[int, int] = {}  # prefix -> the running request computing it for the cache
         self.static_batch: dict | None = None
         self.totals = Totals()
         self.policy = POLICIES[self.config.scheduler]
@@ -159,21 +190,9 @@ class Replica:
     # -- queue entry ----------------------------------------------------------------------
     def submit(self, r: int) -> None:
         self.state.replica[r] = self.index
-        if self.config.scheduler == "batchllm":
-            self._insert_batchllm(r)
-        else:
-            self.waiting.append(r)
+        self.waiting.append(r)
         if self._wake is not None and not self._wake.triggered:
             self._wake.succeed()
-
-    def _insert_batchllm(self, r: int) -> None:
-        """Keep the queue ordered by (group's decode/prefill ratio, descending; group; arrival)."""
-        key = self.sim.batchllm_key(r)
-        q = self.waiting
-        i = len(q)
-        while i > 0 and self.sim.batchllm_key(q[i - 1]) > key and self.state.gen[q[i - 1]] == 0:
-            i -= 1
-        q.insert(i, r)
 
     @property
     def load(self) -> int:
@@ -200,7 +219,7 @@ class Replica:
         kv.allocate(need)
         s.blocks[r], s.ctx[r], s.shared[r], s.holds_ref[r] = need, cached, cached, cached > 0
         if cfg.prefix_caching and pid >= 0 and not cached and s.plen[r] >= cfg.block_size:
-            self.pending_prefix.add(pid)
+            self.pending_prefix.setdefault(pid, r)
         if np.isnan(s.scheduled[r]):
             s.scheduled[r] = self.env.now
         self.running.append(r)
@@ -214,7 +233,8 @@ class Replica:
         if s.holds_ref[r]:
             self.kv.unref(int(s.pid[r]))
             s.holds_ref[r] = False
-        self.pending_prefix.discard(int(s.pid[r])) if not s.shared[r] and s.pid[r] >= 0 else None
+        if self.pending_prefix.get(int(s.pid[r])) == r:  # it leaves before its prefix reached the cache
+            del self.pending_prefix[int(s.pid[r])]
         s.shared[r] = 0
 
     def preempt_last(self) -> int:
@@ -482,9 +502,9 @@ class Replica:
         """Once a request has computed a prefix nobody has cached, its blocks become the cache's."""
         s = self.state
         pid = int(s.pid[r])
-        if self.config.prefix_caching and pid in self.pending_prefix and not s.holds_ref[r] and s.ctx[r] >= s.plen[r]:
+        if self.pending_prefix.get(pid) == r and s.ctx[r] >= s.plen[r]:
             shared = self.kv.donate(pid, int(s.plen[r]))
-            self.pending_prefix.discard(pid)
+            del self.pending_prefix[pid]
             if shared:
                 s.shared[r], s.holds_ref[r] = shared, True
                 s.blocks[r] -= shared // self.kv.block_size
@@ -543,17 +563,7 @@ class Simulation:
         self.pcie = pcie_link(cost.device.pcie_gen) if cost.device.pcie_gen else None
         if config.preemption == "swap" and self.pcie is None:
             raise InvalidValueError(f"{cost.device.name} has no PCIe generation in the catalog: swap preemption cannot be timed")
-        ratio = workload.output_tokens / workload.prompt_tokens
-        if config.scheduler == "batchllm":
-            pid = workload.prefix_id
-            group_ratio = ratio.copy()
-            shared = pid >= 0
-            if shared.any():
-                uniq, inv = np.unique(pid[shared], return_inverse=True)
-                group_ratio[shared] = (np.bincount(inv, weights=ratio[shared]) / np.bincount(inv))[inv]
-            self._order = np.lexsort((workload.arrival_s, np.where(shared, pid, -1 - np.arange(len(pid))), -group_ratio))
-            self._rank = np.empty(len(pid), dtype=np.int64)
-            self._rank[self._order] = np.arange(len(pid))
+        self.batchllm_rank = batchllm_rank(workload) if config.scheduler == "batchllm" else None
         self.replicas = [Replica(self, i) for i in range(config.replicas)]
         self._rr = 0
         self.next_arrival_s = float(workload.arrival_s[0])
@@ -569,9 +579,6 @@ class Simulation:
             "preemption": c.preemption, "prefix_caching": c.prefix_caching, "shared_prefix_attention": c.shared_prefix_attention,
             "workload": self.workload.name,
         }
-
-    def batchllm_key(self, r: int) -> int:
-        return int(self._rank[r])
 
     def _route(self, r: int) -> Replica:
         reps = self.replicas

@@ -22,7 +22,8 @@ request when a decode cannot grow (vLLM's policy).
   group's members wait for its prefix to be computed once and then share its
   blocks, batches are limited by KV memory rather than a sequence count, and
   decode attention reads each shared prefix once per group (Zheng et al.,
-  BatchLLM, arXiv:2412.03594, sec. 3).
+  BatchLLM, arXiv:2412.03594, abstract; its output lengths are
+  taken as known, as BatchLLM estimates them for offline batches).
 """
 
 from __future__ import annotations
@@ -96,6 +97,23 @@ def schedule_chunked(rep) -> Batch | None:
         budget -= t
     batch = Batch(chunks=chunks, decodes=decodes)
     return batch if batch else None
+
+
+def batchllm_rank(w) -> np.ndarray:
+    """Each request's place in BatchLLM's order: groups sharing a prefix kept together, groups (and
+    requests without a prefix, each its own group) by their mean ratio of output to prompt tokens,
+    largest first, so decode-heavy requests run beside the later prefill chunks; then by arrival."""
+    ratio = w.output_tokens / w.prompt_tokens
+    group_ratio = ratio.copy()
+    shared = w.prefix_id >= 0
+    if shared.any():
+        _, inv = np.unique(w.prefix_id[shared], return_inverse=True)
+        group_ratio[shared] = (np.bincount(inv, weights=ratio[shared]) / np.bincount(inv))[inv]
+    group = np.where(shared, w.prefix_id, -1 - np.arange(len(w)))
+    order = np.lexsort((w.arrival_s, group, -group_ratio))
+    rank = np.empty(len(w), dtype=np.int64)
+    rank[order] = np.arange(len(w))
+    return rank
 
 
 POLICIES = {"static": schedule_static, "vllm": schedule_vllm, "sarathi": schedule_chunked, "batchllm": schedule_chunked}
