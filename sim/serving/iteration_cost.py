@@ -55,21 +55,11 @@ POINTS_PER_DOUBLING = 64
 BOUNDS = ("compute", "memory", "overhead", "communication")
 
 
-def _step(seqs, new_tokens, kv_read_tokens, attention_pairs, max_kv_tokens, logit_rows=None) -> Step:
-    arrays = np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (seqs, new_tokens, kv_read_tokens, attention_pairs, max_kv_tokens)))
-    s, n, k, p, m = arrays
-    return Step("mixed", s, n, k, p, s if logit_rows is None else np.asarray(logit_rows, dtype=float), m, "serving table")
-
-
-@dataclass
-class _Line:
-    """``max(c0 + c1*x, m0 + m1*y) + overhead`` per grid point (x: pairs, y: KV tokens), times the layer count."""
-
-    c0: np.ndarray
-    c1: np.ndarray
-    m0: np.ndarray
-    m1: np.ndarray
-    overhead: np.ndarray
+def _step(seqs, new_tokens, kv_read_tokens, attention_pairs, max_kv_tokens) -> Step:
+    """A step of given aggregates (one row of logits per sequence), for tabulating the step model."""
+    s, n, k, p, m = np.broadcast_arrays(*(np.asarray(x, dtype=float)
+                                          for x in (seqs, new_tokens, kv_read_tokens, attention_pairs, max_kv_tokens)))
+    return Step("mixed", s, n, k, p, s, m, "serving table")
 
 
 _NO_ROWS = np.zeros((1, 5))
@@ -195,8 +185,10 @@ class IterationCost:
         return [float(np.interp(n, grid, table[:, i])) for i in range(len(BOUNDS))]
 
     # -- attention ------------------------------------------------------------------------
-    def _attention_line(self, kernel: str, seqs, new_tokens, max_kv) -> _Line:
-        """Both lines of an attention kernel at grid points, from two step-model evaluations."""
+    def _attention_line(self, kernel: str, seqs, new_tokens, max_kv) -> np.ndarray:
+        """Rows ``(c0, c1, m0, m1, overhead)`` per grid point, all layers together: the attention of
+        an iteration there takes ``max(c0 + c1*pairs, m0 + m1*kv_tokens) + overhead``. Two
+        step-model evaluations give both lines (see the module docstring)."""
         times = []
         for scale in (1.0, 2.0):
             pairs = np.maximum(new_tokens, 1.0) * 64.0 * scale
@@ -207,9 +199,9 @@ class IterationCost:
         (x1, y1, t1), (x2, y2, t2) = times
         c1 = (t2.compute_s - t1.compute_s) / (x2 - x1)
         m1 = (t2.memory_s - t1.memory_s) / (y2 - y1)
-        L = self.model.num_layers
-        return _Line(L * (t1.compute_s - c1 * x1), L * c1, L * (t1.memory_s - m1 * y1), L * m1,
-                     np.broadcast_to(L * t1.overhead_s, np.shape(c1)))
+        columns = (t1.compute_s - c1 * x1, c1, t1.memory_s - m1 * y1, m1, t1.overhead_s)
+        shape = np.broadcast(*columns).shape
+        return self.model.num_layers * np.stack([np.broadcast_to(c, shape) for c in columns], axis=1)
 
     def _decode_rows(self, seqs: int, blocks: int, queries: int = 1) -> np.ndarray:
         """The split-KV lines of ``seqs`` sequences of ``queries`` query rows each, per key-block
@@ -218,25 +210,21 @@ class IterationCost:
         if rows is None or blocks > len(rows):
             top = max(64, 2 ** math.ceil(math.log2(blocks)))
             nb = np.arange(1, top + 1, dtype=float)
-            line = self._attention_line("split-kv", float(seqs), float(seqs * queries), nb * self.key_block)
-            # one row (c0, c1, m0, m1, overhead) per key-block count, so a run indexes once
-            rows = np.stack([np.broadcast_to(a, nb.shape) for a in (line.c0, line.c1, line.m0, line.m1, line.overhead)], axis=1)
+            rows = self._attention_line("split-kv", float(seqs), float(seqs * queries), nb * self.key_block)
             self._decode[(seqs, queries)] = rows
         return rows
 
-    def _decode_line(self, seqs: int, blocks: int) -> tuple[float, ...]:
-        return tuple(self._decode_rows(seqs, blocks)[blocks - 1].tolist())
+    def _decode_line(self, seqs: int, blocks: int, queries: int = 1) -> list[float]:
+        return self._decode_rows(seqs, blocks, queries)[blocks - 1].tolist()
 
-    def _prefill_line(self, seqs: int, rows_per_seq: int) -> tuple[float, ...]:
+    def _prefill_line(self, seqs: int, rows_per_seq: int) -> list[float]:
+        """The FlashAttention-2 lines of ``seqs`` sequences of ``rows_per_seq`` new tokens each."""
         table = self._prefill.get(seqs)
-        if table is None or rows_per_seq > len(table[0]):
+        if table is None or rows_per_seq > len(table):
             top = max(1024, 2 ** math.ceil(math.log2(rows_per_seq)))
             q = np.arange(1, top + 1, dtype=float)
-            line = self._attention_line("flash", float(seqs), seqs * q, q)
-            table = tuple(np.broadcast_to(a, q.shape).copy() for a in (line.c0, line.c1, line.m0, line.m1, line.overhead))
-            self._prefill[seqs] = table
-        i = rows_per_seq - 1
-        return tuple(float(a[i]) for a in table)
+            table = self._prefill[seqs] = self._attention_line("flash", float(seqs), seqs * q, q)
+        return table[rows_per_seq - 1].tolist()
 
     @staticmethod
     def _apply(line, pairs: float, kv: float, out: dict) -> None:
@@ -273,7 +261,7 @@ class IterationCost:
             # all the group's queries against the prefix's keys, read once: split-KV fills the SMs
             # when the group's query tiles alone would not (FlashDecoding's split, as Hydragen's prefix pass)
             blocks = max(1, math.ceil(prefix / self.key_block))
-            self._apply(tuple(self._decode_rows(1, blocks, queries)[blocks - 1].tolist()), queries * prefix, prefix, out)
+            self._apply(self._decode_line(1, blocks, queries), queries * prefix, prefix, out)
         return out
 
     def run(self, steps: int, seqs: int, kv_tokens: float, longest: float, shared_groups=(),
