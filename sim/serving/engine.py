@@ -510,6 +510,11 @@ class Replica:
                 s.blocks[r] -= shared // self.kv.block_size
 
     def _emit(self, ids: np.ndarray, now: float) -> None:
+        self._tokens(ids, now)
+        self._finish(ids[self.state.gen[ids] >= self.state.output[ids]], now)
+
+    def _tokens(self, ids: np.ndarray, now: float) -> None:
+        """One token each for ``ids`` at ``now``: their first, or a gap since their last."""
         s = self.state
         s.gen[ids] += 1
         later = s.gen[ids] > 1
@@ -517,7 +522,6 @@ class Replica:
             s.add_gaps(now - s.last[ids[later]])
         s.first[ids[~later]] = now
         s.last[ids] = now
-        self._finish(ids[s.gen[ids] >= s.output[ids]], now)
 
     def _finish(self, fin: np.ndarray, now: float) -> None:
         if fin.size:
@@ -536,13 +540,7 @@ class Replica:
         else:
             b["step"] += 1
             self.totals.decode_tokens += int((s.gen[ids] < s.output[ids]).sum())
-        live = ids[s.gen[ids] < s.output[ids]]
-        s.gen[live] += 1
-        later = s.gen[live] > 1
-        if later.any():
-            s.add_gaps(now - s.last[live[later]])
-        s.first[live[~later]] = now
-        s.last[live] = now
+        self._tokens(ids[s.gen[ids] < s.output[ids]], now)
         self._record_kv(now)
         if np.all(s.gen[ids] >= s.output[ids]):  # the batch returns when its longest output is done
             s.finish[ids] = now
