@@ -160,8 +160,43 @@ def split_kv(op, step, heads: int, kv_heads: int, head_dim: int, device: Device,
     )
 
 
+PAGED_PARTITION = 512  # tokens per thread block of vLLM's paged_attention_v2 (PARTITION_SIZE)
+
+
+def paged(op, step, heads: int, kv_heads: int, head_dim: int, device: Device, cal: Calibration) -> AttentionTime:
+    """A CUDA-core decode kernel: vLLM's PagedAttention v2 (``csrc/attention/attention_kernels.cu``).
+
+    One thread block per (sequence, head, 512-token partition) reads its keys
+    and values and does the dot products on the CUDA cores in fp32, with no
+    tensor-core tile to pad, then a reduce kernel merges the partitions. Per
+    (query, key) pair and head: ``2d`` FMAs for the scores and ``2d`` for the
+    weighted values (``4d`` flops on the fp32 pipes), one exponential, and the
+    softmax's fp32 work; the KV cache streams at the read-only bandwidth. It is
+    the kernel low-bit KV caches (KIVI, GEAR, RotateKV) extend with a
+    dequantization, since their bytes, not their math, are what shrinks.
+    """
+    from sim.kernel.schedules.flash import SOFTMAX_FP32_OPS
+
+    _, bytes_per_s = _rates(op, device, cal)
+    q_per_seq = step.new_tokens / step.seqs
+    partitions = np.ceil(step.max_kv_tokens / PAGED_PARTITION)
+    ctas = step.seqs * heads * q_per_seq * partitions
+    u = np.minimum(1.0, ctas / device.sm_count)
+    scores = step.attention_pairs * heads
+    fp32_s = scores * (4.0 * head_dim + SOFTMAX_FP32_OPS) / device.peak("fp32")
+    sfu_s = scores / device.sfu_ops_per_s if device.sfu_ops_per_s else 0.0
+    return AttentionTime(
+        compute_s=(fp32_s + sfu_s) / u,
+        memory_s=op.bytes / (bytes_per_s * u),
+        kernels=np.where(partitions > 1, 2.0, 1.0),
+        sm_fraction=u,
+        extra_bytes=np.zeros_like(u),
+        note=f"PagedAttention v2: CUDA cores, {PAGED_PARTITION}-token partitions, a reduce kernel",
+    )
+
+
 AttentionModel = Callable[..., AttentionTime]
-ATTENTION_KERNELS: dict[str, AttentionModel] = {"flash": flash, "split-kv": split_kv}
+ATTENTION_KERNELS: dict[str, AttentionModel] = {"flash": flash, "split-kv": split_kv, "paged": paged}
 #: models backed by the cycle-level kernel simulator (sim.attention_engine), imported on first use
 ENGINE_KERNEL_NAMES = ("engine-flash", "engine-split-kv", "engine-lean", "engine-tree")
 

@@ -1,0 +1,113 @@
+"""Attention-level techniques: shared prefixes, stream-K decode, and sequence parallelism.
+
+- ``hydragen``: a batch whose sequences share a prefix attends to the prefix
+  once for all their queries (an inter-sequence matrix multiply) and to each
+  suffix separately, then merges the two by their log-sum-exps (Juravsky et
+  al., arXiv:2402.05099). Costed by the serving simulator's iteration model
+  (:class:`sim.serving.IterationCost`), against the same decode reading the
+  prefix once per sequence. Metric: ``speedup`` of a decode step.
+- ``lean-attention``: decode attention split into equal stream-K chunks over
+  all SMs (Sanovar et al., arXiv:2405.10480), simulated CTA by CTA by the kernel
+  engine against FlashDecoding's split-KV on the same problem. Metric:
+  ``speedup`` of the attention call.
+- ``context-parallel``: a long prefill over ``cp`` GPUs by ring pass-KV,
+  pass-Q, TokenRing's bidirectional exchange, or LASP-2's all-gather
+  (:func:`sim.context_parallel.context_parallel_cost`), against another method
+  or one GPU. Metric: ``speedup``.
+"""
+
+from __future__ import annotations
+
+from hwmodels.errors import InvalidValueError
+from sim import step as steps
+from sim.techniques.base import Param, Prediction, Setting, Technique
+
+
+class Hydragen(Technique):
+    name = "hydragen"
+    layer = "kernel"
+    summary = "attention over a shared prefix batched across the sequences that share it, suffixes apart"
+    citation = "Juravsky et al., Hydragen, arXiv:2402.05099"
+    params = (
+        Param("prefix_tokens", 2048, "tokens", "the shared prefix", "set per paper", 1, 1 << 24),
+        Param("group_size", 0, "sequences", "sequences sharing one prefix (0: the whole batch)", "set per paper", 0, 1 << 24),
+    )
+
+    def predict(self, s: Setting) -> Prediction:
+        from sim.serving import replica_cost
+
+        cost = replica_cost(s.llm, s.gpu, s.tp, 1, s.precision)
+        b, prefix = s.batch, self.prefix_tokens
+        group = self.group_size or b
+        if b % group:
+            raise InvalidValueError(f"batch {b} is not a whole number of groups of {group}")
+        suffix = s.context  # tokens of each sequence's own, beyond the prefix
+        base = cost.iteration(b, b, decode_seqs=b, decode_kv_tokens=b * (prefix + suffix + 1), decode_longest=prefix + suffix + 1)
+        hyd = cost.iteration(b, b, decode_seqs=b, decode_kv_tokens=b * (suffix + 1), decode_longest=suffix + 1,
+                             shared_groups=((group, prefix),) * (b // group))
+        tb, th = sum(base.values()), sum(hyd.values())
+        return Prediction(self.name, "speedup", tb / th, s.as_dict(),
+                          {"what": f"decode, each sequence reading its {prefix}-token prefix", "time_s": tb, **base},
+                          {"what": self.summary, "time_s": th, **hyd}, {"prefix_tokens": prefix, "suffix_tokens": suffix,
+                                                                      "groups": b // group},
+                          f"a decode step of {b} sequences with a {prefix}-token shared prefix: {tb * 1e3:.3g} ms reading it per "
+                          f"sequence against {th * 1e3:.3g} ms reading it once per group of {group}", dict(self.values))
+
+
+class LeanAttention(Technique):
+    name = "lean-attention"
+    layer = "kernel"
+    summary = "decode attention in equal stream-K chunks over every SM, against FlashDecoding's split-KV"
+    citation = "Sanovar et al., Lean Attention, arXiv:2405.10480"
+    params = (Param("baseline", "split-kv", "schedule", "the kernel it is compared with: split-kv or flash", "Lean Attention compares with both"),)
+
+    def predict(self, s: Setting) -> Prediction:
+        from sim.kernel.schedules import AttentionProblem
+        from sim.kernel.schedules.run import simulate_schedule, summary
+
+        m = s.llm
+        problem = AttentionProblem(batch=s.batch, heads=m.num_heads // s.tp, kv_heads=max(1, m.num_kv_heads // s.tp),
+                                   head_dim=m.head_dim, context=s.context)
+        base, _ = simulate_schedule(self.baseline, problem, s.gpu)
+        lean, _ = simulate_schedule("lean", problem, s.gpu)
+        b, t = summary(base), summary(lean)
+        return Prediction(self.name, "speedup", b["time_s"] / t["time_s"], s.as_dict(), {"what": self.baseline, **b},
+                          {"what": "lean", **t}, {"baseline_s": b["time_s"], "lean_s": t["time_s"]},
+                          f"one decode attention call of batch {s.batch} x {problem.heads} heads over {s.context} tokens, "
+                          f"simulated CTA by CTA: {self.baseline} {b['time_s'] * 1e6:.3g} us, lean {t['time_s'] * 1e6:.3g} us",
+                          dict(self.values))
+
+
+class ContextParallel(Technique):
+    name = "context-parallel"
+    layer = "cluster"
+    summary = "a long prefill split over GPUs: ring pass-KV or pass-Q, TokenRing, LASP-2"
+    citation = "Liu et al., Ring Attention, arXiv:2310.01889; Wang et al., TokenRing, arXiv:2412.20501; Sun et al., LASP-2, arXiv:2502.07563"
+    params = (
+        Param("cp", 8, "GPUs", "GPUs the sequence is split over", "set per paper", 2, 4096),
+        Param("method", "tokenring", "method", "pass-kv | pass-q | tokenring | lasp2", "set per paper"),
+        Param("baseline", "pass-kv", "method", "pass-kv | pass-q | tokenring | lasp2 | single-gpu", "set per paper"),
+        Param("linear_attention", 0, "0 or 1", "cost the model's attention as linear (LASP-2 on a softmax model, a what-if)", "-", 0, 1),
+    )
+
+    def predict(self, s: Setting) -> Prediction:
+        from sim.context_parallel import context_parallel_cost
+        from sim.cost import step_cost
+
+        step = steps.prefill(s.batch, s.context)
+        kw = dict(precision=s.precision, tp=s.tp, linear_attention=bool(self.linear_attention), pad=True)
+        new = context_parallel_cost(s.llm, s.gpu, step, self.cp, self.method, **kw)
+        if self.baseline == "single-gpu":
+            base_t, base_what = float(step_cost(s.llm, s.gpu, step, s.precision, s.tp).time_s), "one GPU"
+        else:
+            base = context_parallel_cost(s.llm, s.gpu, step, self.cp, self.baseline, **kw)
+            base_t, base_what = float(base.time_s), f"{self.baseline} over {self.cp} GPUs"
+        t = float(new.time_s)
+        d = new.as_dict()
+        return Prediction(self.name, "speedup", base_t / t, s.as_dict(), {"what": base_what, "time_s": base_t},
+                          {"what": f"{d['method']} over {self.cp} GPUs", "time_s": t, "breakdown": d["breakdown"]},
+                          d["breakdown"], f"prefill of {s.context} tokens: {base_what} {base_t * 1e3:.3g} ms, "
+                          f"{d['method']} {t * 1e3:.3g} ms", dict(self.values))
+
+
+TECHNIQUES = (Hydragen, LeanAttention, ContextParallel)

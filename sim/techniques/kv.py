@@ -1,0 +1,168 @@
+"""KV-cache compression and sparsity: fewer bytes per cached token, or fewer cached tokens read.
+
+Both change the attention op of a decode step and nothing else: a step's time
+is the step model's (:func:`sim.cost.step_cost`) with the attention op's
+KV-read time scaled by the bytes actually read, plus any extra work the
+technique adds (dequantization on the CUDA cores, reading a label cache to pick
+tokens).
+
+- ``kv-quant``: ``bits`` per element plus per-group scales and zero points
+  (``2 x 16`` bits per ``group_size`` elements), plus sparse outliers kept in 16
+  bits with a 32-bit index (GEAR, Kang et al., arXiv:2403.05527; block floating
+  point with outliers, Trukhanov & Soloveychik, arXiv:2403.20137; RotateKV,
+  Su et al., arXiv:2501.16383). Metrics: ``memory_ratio`` (16-bit KV bytes over
+  compressed), ``speedup`` (a decode step at the setting's batch) and
+  ``throughput_ratio`` (decode throughput at the largest batch each cache fits).
+- ``kv-sparse``: decode attention reads a fraction of the cached tokens (token
+  sparsity picked with a label cache of some key channels, Double Sparsity,
+  Yang et al., arXiv:2408.07092), and a fraction of heads are streaming heads
+  that read only attention sinks and a local window (LServe, Yang et al.,
+  arXiv:2502.14866). Metric: ``speedup`` of a decode step, or
+  ``attention_speedup`` of its attention alone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hwmodels.errors import InvalidValueError
+from sim import step as steps
+from sim.cost import StepCost, step_cost
+from sim.memory import max_batch
+from sim.precision import Precision
+from sim.techniques.base import Param, Prediction, Setting, Technique
+
+
+def _parts(cost: StepCost, attention_memory_scale: float = 1.0, attention_compute_extra_s: float = 0.0) -> dict:
+    """Step time with the attention op's memory time scaled and extra CUDA-core work (over all
+    layers) added to its compute, split into attention and the rest."""
+    attn = rest = 0.0
+    for o in cost.ops:
+        if o.op.kind == "attention":
+            compute = o.compute_s + attention_compute_extra_s / o.op.repeat
+            busy = np.maximum(compute, o.memory_s * attention_memory_scale) + o.overhead_s
+            attn += float(busy) * o.op.repeat
+        else:
+            rest += float(o.total_s)
+    rest += sum(float(c.total_s) for c in cost.comms)
+    return {"attention_s": attn, "other_s": rest, "time_s": attn + rest}
+
+
+def _attention_kv_share(cost: StepCost) -> float:
+    """The fraction of the attention op's bytes that are KV-cache reads (the rest: Q, O, new K/V)."""
+    op = next(o.op for o in cost.ops if o.op.kind == "attention")
+    return float(np.asarray(op.kv_bytes) / np.asarray(op.bytes))
+
+
+ATTENTION = Param("attention", "paged", "kernel model", "the decode attention kernel of both sides: paged (CUDA cores, "
+                  "as vLLM and the low-bit KV kernels) or split-kv (FlashDecoding, tensor cores)", "sim.attention")
+
+
+def _decode(s: Setting, batch: int, attention: str) -> StepCost:
+    return step_cost(s.llm, s.gpu, steps.decode(batch, s.context), s.precision, s.tp, attention=attention)
+
+
+class KVQuantization(Technique):
+    name = "kv-quant"
+    layer = "step"
+    summary = "KV cache in a few bits per element, with group scales and optional 16-bit outliers"
+    citation = "Kang et al., GEAR, arXiv:2403.05527; Su et al., RotateKV, arXiv:2501.16383; Trukhanov & Soloveychik, arXiv:2403.20137"
+    params = (
+        Param("bits", 4.0, "bits per element", "quantized KV element width", "set per paper", 1.0, 16.0),
+        Param("group_size", 128, "elements", "elements sharing one scale and zero point", "KIVI/GEAR's 128-element groups", 1, 1 << 20),
+        Param("outlier_fraction", 0.0, "fraction", "elements kept in 16 bits with a 32-bit index", "GEAR: 2% (set per paper)", 0.0, 1.0),
+        Param("dequant_ops", 2, "ops per element", "CUDA-core work to dequantize one element (a scale and a zero point)",
+              "one multiply and one add", 0, 64),
+        Param("metric", "speedup", "name", "speedup | memory_ratio | throughput_ratio", "-"),
+        ATTENTION,
+    )
+
+    def bits_per_element(self) -> float:
+        return self.bits + 32.0 / self.group_size + self.outlier_fraction * (16 + 32)
+
+    def predict(self, s: Setting) -> Prediction:
+        ratio = 16.0 / self.bits_per_element()
+        m, d = s.llm, s.gpu
+        if self.metric == "memory_ratio":
+            return Prediction(self.name, "memory_ratio", ratio, s.as_dict(), {"what": "16-bit KV cache", "bits_per_element": 16.0},
+                              {"what": self.summary, "bits_per_element": self.bits_per_element()},
+                              {"bits": self.bits, "scale_bits_per_element": 32.0 / self.group_size,
+                               "outlier_bits_per_element": self.outlier_fraction * 48},
+                              f"{self.bits_per_element():.3g} bits per element against 16: {ratio:.3g}x less KV memory",
+                              dict(self.values))
+        if self.metric == "throughput_ratio":
+            return self._throughput(s, ratio)
+        if self.metric != "speedup":
+            raise InvalidValueError(f"kv-quant predicts speedup, memory_ratio or throughput_ratio, not {self.metric!r}")
+        base = _decode(s, s.batch, self.attention)
+        share = _attention_kv_share(base)
+        elements = s.batch * (s.context + 1) * m.kv_bytes_per_token(16) / 2 / s.tp * 1.0  # K and V elements per GPU
+        dequant_s = elements * self.dequant_ops / d.peak("fp32")
+        b, t = _parts(base), _parts(base, 1 - share + share / ratio, dequant_s)
+        return Prediction(self.name, "speedup", b["time_s"] / t["time_s"], s.as_dict(),
+                          {"what": "decode step, 16-bit KV", **b}, {"what": self.summary, **t},
+                          {"kv_bytes_ratio": 1 / ratio, "dequant_s": dequant_s, "attention_share_of_step": b["attention_s"] / b["time_s"]},
+                          f"attention reads {1 / ratio:.2f}x the KV bytes ({self.bits_per_element():.3g} bits per element) "
+                          f"and dequantizes on the CUDA cores ({dequant_s * 1e6:.3g} us); attention was "
+                          f"{b['attention_s'] / b['time_s']:.0%} of the step", dict(self.values))
+
+    def _throughput(self, s: Setting, ratio: float) -> Prediction:
+        """Decode tokens/s at the largest batch each cache fits at the setting's context."""
+        m, d = s.llm, s.gpu
+        b16 = int(max_batch(m, d, s.context, s.precision, s.tp))
+        # the compressed cache fits ratio x the tokens; activations per sequence are the same
+        bq = int(max_batch(m, d, s.context, Precision(s.precision.weight_bits, 16, 16), s.tp) * ratio)
+        if b16 < 1:
+            raise InvalidValueError(f"{m.name} at context {s.context} does not fit one sequence on {s.tp}x {d.name}")
+        t16, tq_cost = _decode(s, b16, self.attention), _decode(s, bq, self.attention)
+        share = _attention_kv_share(tq_cost)
+        elements = bq * (s.context + 1) * m.kv_bytes_per_token(16) / 2 / s.tp
+        tq = _parts(tq_cost, 1 - share + share / ratio, elements * self.dequant_ops / d.peak("fp32"))
+        base, new = b16 / float(t16.time_s), bq / tq["time_s"]
+        return Prediction(self.name, "throughput_ratio", new / base, s.as_dict(),
+                          {"what": f"16-bit KV, largest batch {b16}", "tokens_per_s": base},
+                          {"what": f"{self.bits_per_element():.3g}-bit KV, largest batch {bq}", "tokens_per_s": new, **tq},
+                          {"batch_16bit": b16, "batch_compressed": bq, "kv_bytes_ratio": 1 / ratio},
+                          f"{ratio:.2f}x more tokens fit: batch {b16} -> {bq} at context {s.context}, "
+                          f"{base:,.0f} -> {new:,.0f} tokens/s", dict(self.values))
+
+
+class KVSparsity(Technique):
+    name = "kv-sparse"
+    layer = "step"
+    summary = "decode attention reads a fraction of the cached tokens (selected with a label cache) or only a window"
+    citation = "Yang et al., Double Sparsity, arXiv:2408.07092; Yang et al., LServe, arXiv:2502.14866"
+    params = (
+        Param("kept_fraction", 0.0625, "fraction", "cached tokens each dense head reads", "Double Sparsity: 1/16", 0.0, 1.0),
+        Param("kept_tokens", 0, "tokens", "a fixed token budget per dense head instead (0: use kept_fraction)", "LServe: 4096 (repo)", 0, 1 << 30),
+        Param("label_fraction", 0.0, "fraction", "fraction of each key read for every token to select the kept ones (label cache)",
+              "Double Sparsity: 1/16 of the channels", 0.0, 1.0),
+        Param("streaming_heads", 0.0, "fraction", "heads that read only sinks and a local window", "LServe: half", 0.0, 1.0),
+        Param("window_tokens", 256, "tokens", "sink plus local tokens a streaming head reads", "set per paper", 0, 1 << 20),
+        Param("metric", "speedup", "name", "speedup (decode step) | attention_speedup", "-"),
+        ATTENTION,
+    )
+
+    def predict(self, s: Setting) -> Prediction:
+        base = _decode(s, s.batch, self.attention)
+        L = s.context + 1
+        kept = min(L, self.kept_tokens) if self.kept_tokens else self.kept_fraction * L
+        # keys are half of the KV bytes: a label of a fraction of the channels reads that fraction of half a token
+        dense = (kept + self.label_fraction * L / 2) / L
+        read = (1 - self.streaming_heads) * dense + self.streaming_heads * min(L, self.window_tokens) / L
+        share = _attention_kv_share(base)
+        b, t = _parts(base), _parts(base, 1 - share + share * read)
+        if self.metric == "attention_speedup":
+            value, what = b["attention_s"] / t["attention_s"], "attention"
+        elif self.metric == "speedup":
+            value, what = b["time_s"] / t["time_s"], "decode step"
+        else:
+            raise InvalidValueError(f"kv-sparse predicts speedup or attention_speedup, not {self.metric!r}")
+        return Prediction(self.name, self.metric, value, s.as_dict(), {"what": "dense decode attention", **b},
+                          {"what": self.summary, **t}, {"kv_read_fraction": read, "attention_share_of_step": b["attention_s"] / b["time_s"]},
+                          f"attention reads {read:.3g} of the KV bytes ({what} {value:.3g}x); attention was "
+                          f"{b['attention_s'] / b['time_s']:.0%} of the decode step at batch {s.batch}, context {s.context}",
+                          dict(self.values))
+
+
+TECHNIQUES = (KVQuantization, KVSparsity)

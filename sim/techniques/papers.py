@@ -1,0 +1,150 @@
+"""The paper registry: every seed paper, its quantified cost claims, and kernelab's prediction of each.
+
+One TOML file per paper in ``sim/data/papers/`` (format in that folder's
+README): its title, status (``modelled``, ``not-cost``, ``cost-no-setting``,
+``pending``) with a reason where it is not modelled, the algorithmic parameters
+it states (with locators), and its claims, each with the paper's setting and,
+where kernelab predicts it, a ``predict`` table naming the technique, the
+setting and the parameters. A prediction uses nothing else: device-global
+hardware parameters and the paper's own algorithmic ones.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from hwmodels.datafile import load_toml
+from hwmodels.errors import KernelabError
+from sim.precision import Precision
+from sim.techniques import Setting, get_technique
+
+PAPERS_DIR = Path(__file__).resolve().parent.parent / "data" / "papers"
+SEED_TITLES = PAPERS_DIR / "seed_titles.txt"
+STATUSES = ("modelled", "pending", "cost-no-setting", "not-cost")
+
+
+class RegistryError(KernelabError, ValueError):
+    """A registry file that cannot be used, naming the file and the field."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    paper: str
+    metric: str
+    reported: float
+    setting: dict
+    locator: str
+    predict: dict | None
+    note: str = ""
+    predicted: float | None = None
+    explain: str = ""
+
+    @property
+    def error(self) -> float | None:
+        return None if self.predicted is None else self.predicted / self.reported - 1.0
+
+    @property
+    def assumed(self) -> str:
+        """What the registry assumed about the setting where the paper's text was out of reach ('' if nothing)."""
+        return (self.predict or {}).get("assumed", "")
+
+    def as_dict(self) -> dict:
+        return {"metric": self.metric, "reported": self.reported, "predicted": self.predicted, "error": self.error,
+                "setting": self.setting, "locator": self.locator, "technique": (self.predict or {}).get("technique"),
+                "assumed": self.assumed,
+                "explain": self.explain, "note": self.note}
+
+
+@dataclass(frozen=True)
+class Paper:
+    slug: str
+    title: str
+    arxiv: str
+    status: str
+    reason: str
+    family: str
+    mechanism: str
+    claims: list[Claim] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"slug": self.slug, "title": self.title, "arxiv": self.arxiv, "status": self.status, "reason": self.reason,
+                "family": self.family, "mechanism": self.mechanism, "claims": [c.as_dict() for c in self.claims]}
+
+
+def _require(doc: dict, key: str, path: Path, where: str = ""):
+    if key not in doc:
+        raise RegistryError(f"{path}: {where}{key} is missing")
+    return doc[key]
+
+
+def load_paper(path: Path) -> Paper:
+    doc = load_toml(path)
+    status = _require(doc, "status", path)
+    if status not in STATUSES:
+        raise RegistryError(f"{path}: status must be one of {', '.join(STATUSES)}, got {status!r}")
+    if status != "modelled" and not doc.get("reason"):
+        raise RegistryError(f"{path}: a {status} paper needs a reason")
+    claims = []
+    for i, c in enumerate(doc.get("claims", [])):
+        where = f"claims[{i}]."
+        predict = c.get("predict")
+        if predict is not None:
+            _require(predict, "technique", path, where + "predict.")
+        claims.append(Claim(path.stem, _require(c, "metric", path, where), float(_require(c, "reported", path, where)),
+                            {k: c[k] for k in ("device", "model", "batch", "input_tokens", "output_tokens", "baseline") if k in c},
+                            _require(c, "locator", path, where), predict, c.get("note", "")))
+    if status == "modelled" and not any(c.predict for c in claims):
+        raise RegistryError(f"{path}: a modelled paper needs at least one claim with a predict table")
+    return Paper(path.stem, _require(doc, "title", path), doc.get("arxiv", ""), status, doc.get("reason", ""),
+                 doc.get("family", ""), doc.get("mechanism", ""), claims)
+
+
+def predict_claim(claim: Claim) -> Claim:
+    p = dict(claim.predict)
+    p.pop("assumed", None)  # what the registry had to assume about the setting: shown, not used
+    technique = get_technique(p.pop("technique"))(**p.pop("set", {}))
+    precision = Precision(p.pop("weight_bits", 16), 16, p.pop("kv_bits", 16))
+    try:
+        setting = Setting(precision=precision, **p)
+    except TypeError as exc:
+        raise RegistryError(f"{PAPERS_DIR / claim.paper}.toml: predict table: {exc}") from None
+    prediction = technique.predict(setting)
+    if prediction.metric != claim.metric:
+        raise RegistryError(f"{PAPERS_DIR / claim.paper}.toml: {technique.name} predicts {prediction.metric}, "
+                            f"the claim reports {claim.metric}")
+    return Claim(claim.paper, claim.metric, claim.reported, claim.setting, claim.locator, claim.predict, claim.note,
+                 prediction.value, prediction.explain)
+
+
+@lru_cache(maxsize=1)
+def registry() -> tuple[Paper, ...]:
+    """Every paper, its predicted claims filled in."""
+    papers = []
+    for path in sorted(PAPERS_DIR.glob("*.toml")):
+        paper = load_paper(path)
+        claims = [predict_claim(c) if c.predict else c for c in paper.claims]
+        papers.append(Paper(paper.slug, paper.title, paper.arxiv, paper.status, paper.reason, paper.family,
+                            paper.mechanism, claims))
+    return tuple(papers)
+
+
+def seed_titles() -> list[str]:
+    return [line.strip() for line in SEED_TITLES.read_text().splitlines() if line.strip()]
+
+
+def predicted_claims() -> list[Claim]:
+    return [c for p in registry() for c in p.claims if c.predicted is not None]
+
+
+def summary() -> dict:
+    claims = predicted_claims()
+    errors = sorted(abs(c.error) for c in claims)
+    n = len(errors)
+    median = (errors[n // 2] if n % 2 else (errors[n // 2 - 1] + errors[n // 2]) / 2) if n else math.nan
+    counts = {s: sum(p.status == s for p in registry()) for s in STATUSES}
+    return {"papers": len(registry()), "by_status": counts, "predicted_claims": n,
+            "papers_with_predicted_claims": len({c.paper for c in claims}), "median_abs_error": median,
+            "max_abs_error": errors[-1] if n else math.nan}

@@ -1,0 +1,240 @@
+"""Speculative and parallel decoding: tokens per round against the cost of a round.
+
+Every technique here changes the decode loop the same way (Leviathan et al.,
+arXiv:2211.17192; Chen et al., arXiv:2302.01318): a round drafts some tokens
+(with a small model, extra heads, a shallow part of the model, or a lookup that
+costs no GPU time), verifies ``T`` candidate tokens in one forward pass of the
+target model, and keeps ``tau`` of them on average (the accepted ones plus the
+one the target produces itself). Against plain decoding, one token per decode
+step,
+
+    speedup = tau * decode_s / round_s,   round_s = draft_s + verify_s
+
+(``max(draft_s, verify_s)`` when drafting and verifying run at once on
+different devices, as PEARL does). ``verify_s`` and the drafts' times come from
+the step model (:func:`sim.cost.step_cost`) at the setting's batch and
+context, so the same ``tau`` buys less at a large batch, where verifying ``T``
+tokens per sequence is compute-bound, than at batch 1, where it costs about one
+decode step. ``tau`` is the paper's own measurement (mean accepted tokens per
+step) or follows from a per-token acceptance rate ``alpha`` and ``gamma``
+drafted tokens: ``tau = (1 - alpha^(gamma+1)) / (1 - alpha)`` (Leviathan et
+al., eq. 1).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import hwmodels as hw
+from hwmodels.errors import InvalidValueError
+from sim import step as steps
+from sim.cost import StepCost, step_cost, time_op
+from sim.graph import Sharding, _gemm
+from sim.model import get_model
+from sim.techniques.base import Param, Prediction, Setting, Technique
+
+
+def expected_tokens(alpha: float, gamma: int) -> float:
+    """Mean tokens per round of a chain of ``gamma`` drafts each accepted with probability ``alpha``."""
+    if alpha >= 1.0:
+        return gamma + 1.0
+    return (1.0 - alpha ** (gamma + 1)) / (1.0 - alpha)
+
+
+def _t(cost: StepCost) -> float:
+    return float(cost.time_s)
+
+
+def _bounds(cost: StepCost) -> dict:
+    return {k + "_s": float(v) for k, v in cost.time_by_bound().items()}
+
+
+def decode_cost(s: Setting) -> StepCost:
+    return step_cost(s.llm, s.gpu, steps.decode(s.batch, s.context), s.precision, s.tp)
+
+
+def verify_cost(s: Setting, tokens: int, tree_pairs: float | None = None) -> StepCost:
+    step = steps.verify(s.batch, s.context, tokens, tree=tree_pairs is not None, tree_pairs=tree_pairs)
+    return step_cost(s.llm, s.gpu, step, s.precision, s.tp)
+
+
+def draft_model_s(s: Setting, draft: str, steps_per_round: int, width: int = 1) -> tuple[float, str]:
+    """``steps_per_round`` forward passes of a draft model on one GPU, each over ``width`` tokens per sequence."""
+    model = get_model(draft)
+    step = steps.decode(s.batch, s.context) if width == 1 else steps.verify(s.batch, s.context, width, tree=True, tree_pairs=width)
+    one = step_cost(model, s.gpu, step, s.precision)
+    return steps_per_round * _t(one), f"{steps_per_round} x {model.name} step ({width} token(s) per sequence)"
+
+
+def heads_s(s: Setting, heads: int, rows_per_seq: int, hidden_layers: int = 1, own_lm_head: bool = True) -> tuple[float, str]:
+    """Draft heads on the target's last hidden state: each head ``hidden_layers`` h x h layers and,
+    when it has one, its own projection to the vocabulary (Medusa's heads do; Cai et al.,
+    arXiv:2401.10774, sec. 2.1.1), over ``rows_per_seq`` rows per sequence."""
+    m, d, p = s.llm, s.gpu, s.precision
+    rows = s.batch * rows_per_seq
+    sharding = Sharding(tp=s.tp)
+    cal = hw.calibration(d)
+    ops = [_gemm("head_mlp", rows, m.hidden_size // s.tp, m.hidden_size, p, heads * hidden_layers)]
+    if own_lm_head:
+        ops.append(_gemm("head_lm", rows, -(-m.vocab_size // s.tp), m.hidden_size, p, heads))
+    total = sum(float(np.asarray(time_op(op, steps.decode(s.batch, s.context), m, sharding, d, cal,
+                                         cal.graph_launch_s or 0.0, "flash").total_s)) for op in ops)
+    return total, f"{heads} draft heads ({hidden_layers} hidden layer(s){' and an LM head' if own_lm_head else ''} each)"
+
+
+def decode_loop(technique: Technique, s: Setting, tau: float, verify_tokens: int, draft_s: float, draft_what: str,
+                tree_pairs: float | None = None, overlap: bool = False) -> Prediction:
+    """The speedup of a round of ``draft_s`` drafting and a ``verify_tokens``-token verification
+    that keeps ``tau`` tokens, over plain decoding at the same setting."""
+    if tau < 1.0 or tau > verify_tokens + 1:
+        raise InvalidValueError(f"tokens per round must lie in [1, verified tokens + 1 = {verify_tokens + 1}], got {tau:.3g}")
+    base = decode_cost(s)
+    ver = verify_cost(s, verify_tokens, tree_pairs)
+    decode_s, verify_s = _t(base), _t(ver)
+    round_s = max(draft_s, verify_s) if overlap else draft_s + verify_s
+    speedup = tau * decode_s / round_s
+    how = "drafting beside verification" if overlap else "drafting then verification"
+    explain = (f"{tau:.2f} tokens per round of {round_s * 1e3:.3g} ms ({how}: draft {draft_s * 1e3:.3g} ms, {draft_what}; "
+               f"verify {verify_tokens} tokens per sequence {verify_s * 1e3:.3g} ms = {verify_s / decode_s:.2f} decode steps) "
+               f"against 1 token per {decode_s * 1e3:.3g} ms decode step")
+    return Prediction(
+        technique=technique.name, metric="speedup", value=speedup, setting=s.as_dict(),
+        baseline={"what": "autoregressive decoding, one token per step", "time_per_token_s": decode_s, "breakdown": _bounds(base)},
+        technique_cost={"what": technique.summary, "time_per_token_s": round_s / tau, "round_s": round_s,
+                        "tokens_per_round": tau, "verify_breakdown": _bounds(ver)},
+        breakdown={"draft_s": draft_s, "verify_s": verify_s, "round_s": round_s, "tokens_per_round": tau,
+                   "verify_over_decode": verify_s / decode_s},
+        explain=explain, parameters=dict(technique.values),
+    )
+
+
+TAU = Param("mean_accepted_tokens", 0.0, "tokens per round", "tokens kept per verification (accepted drafts plus the "
+            "target's own token); 0: from acceptance and draft_tokens", "the paper's measurement for its setting", 0.0)
+
+
+class ChainSpeculation(Technique):
+    name = "spec-chain"
+    layer = "decode-loop"
+    summary = "a draft model proposes gamma tokens, the target verifies them in one pass"
+    citation = "Leviathan et al., arXiv:2211.17192; Chen et al., arXiv:2302.01318"
+    params = (
+        Param("draft_model", "Llama-2-7B", "model", "the draft model (catalog name or config.json)", "set per paper"),
+        Param("draft_tokens", 4, "tokens", "gamma, tokens drafted per round", "Leviathan et al. use 3-7", 1, 64),
+        Param("acceptance", 0.7, "probability", "alpha, per-token acceptance rate", "Leviathan et al., Table 3 range", 0.0, 1.0),
+        TAU,
+    )
+
+    def predict(self, s: Setting) -> Prediction:
+        tau = self.mean_accepted_tokens or expected_tokens(self.acceptance, self.draft_tokens)
+        draft_s, what = draft_model_s(s, self.draft_model, self.draft_tokens)
+        return decode_loop(self, s, tau, self.draft_tokens + 1, draft_s, what)
+
+
+class ParallelDraftVerify(ChainSpeculation):
+    name = "pearl"
+    summary = "the draft model keeps drafting while the target verifies (pre-verify, post-verify), on separate devices"
+    citation = "Liu et al., PEARL: Parallel Speculative Decoding with Adaptive Draft Length, arXiv:2408.11850"
+
+    def predict(self, s: Setting) -> Prediction:
+        tau = self.mean_accepted_tokens or expected_tokens(self.acceptance, self.draft_tokens)
+        draft_s, what = draft_model_s(s, self.draft_model, self.draft_tokens)
+        return decode_loop(self, s, tau, self.draft_tokens + 1, draft_s, what, overlap=True)
+
+
+class TreeSpeculation(Technique):
+    name = "spec-tree"
+    layer = "decode-loop"
+    summary = "a draft model proposes a token tree level by level, the target verifies the tree with a tree mask"
+    citation = "Miao et al., SpecInfer, arXiv:2305.09781; Xiong et al., DySpec, arXiv:2410.11744"
+    params = (
+        Param("draft_model", "Llama-2-7B", "model", "the draft model", "set per paper"),
+        Param("tree_tokens", 64, "tokens", "T, candidate tokens verified per round", "set per paper", 1, 4096),
+        Param("tree_depth", 5, "levels", "draft forward passes per round (one per level)", "set per paper", 1, 256),
+        TAU,
+    )
+
+    def predict(self, s: Setting) -> Prediction:
+        if not self.mean_accepted_tokens:
+            raise InvalidValueError("spec-tree needs mean_accepted_tokens (the paper's measured tokens per round)")
+        width = max(1, round(self.tree_tokens / self.tree_depth))
+        draft_s, what = draft_model_s(s, self.draft_model, self.tree_depth, width)
+        return decode_loop(self, s, self.mean_accepted_tokens, self.tree_tokens, draft_s, what,
+                           tree_pairs=_tree_pairs(self.tree_tokens, self.tree_depth))
+
+
+def _tree_pairs(tokens: int, depth: int) -> float:
+    """(node, ancestor-or-self) pairs of a tree of ``tokens`` nodes spread evenly over ``depth`` levels."""
+    per_level = tokens / depth
+    return float(sum(per_level * (level + 1) for level in range(depth)))
+
+
+class DraftHeads(Technique):
+    name = "draft-heads"
+    layer = "decode-loop"
+    summary = "extra decoding heads on the target's hidden state propose a tree of tokens (Medusa, Hydra, Clover)"
+    citation = "Cai et al., Medusa, arXiv:2401.10774; Ankner et al., Hydra, arXiv:2402.05109; Xiao et al., Clover, arXiv:2405.00263"
+    params = (
+        Param("heads", 4, "heads", "draft heads (one per drafted position)", "Medusa's default of 4 heads (arXiv:2401.10774)", 1, 16),
+        Param("head_layers", 1, "layers", "hidden h x h layers per head", "Medusa: one ResBlock per head", 0, 8),
+        Param("sequential", 0, "0 or 1", "1: each head runs per tree node, conditioned on the previous token (Hydra)",
+              "Ankner et al., sec. 3", 0, 1),
+        Param("tree_tokens", 64, "tokens", "T, candidate tokens verified per round", "Medusa's 64-node tree", 1, 4096),
+        TAU,
+    )
+
+    def predict(self, s: Setting) -> Prediction:
+        if not self.mean_accepted_tokens:
+            raise InvalidValueError("draft-heads needs mean_accepted_tokens (the paper's measured tokens per round)")
+        rows = self.tree_tokens if self.sequential else 1
+        draft_s, what = heads_s(s, self.heads, rows, self.head_layers)
+        return decode_loop(self, s, self.mean_accepted_tokens, self.tree_tokens, draft_s, what,
+                           tree_pairs=_tree_pairs(self.tree_tokens, self.heads))
+
+
+class SelfSpeculation(Technique):
+    name = "self-spec"
+    layer = "decode-loop"
+    summary = "the target's first layers (plus an adapter) draft; the whole target verifies (early exit, layer skipping)"
+    citation = "Liu et al., Kangaroo, arXiv:2404.18911; Elhoushi et al., LayerSkip, arXiv:2404.16710"
+    params = (
+        Param("draft_layers", 2, "layers", "layers of the target the draft runs (the early exit)", "Kangaroo: 2 layers on Vicuna-7B", 1, 512),
+        Param("draft_tokens", 4, "tokens", "tokens drafted per round", "set per paper", 1, 64),
+        TAU,
+        Param("acceptance", 0.7, "probability", "per-token acceptance if mean_accepted_tokens is 0", "set per paper", 0.0, 1.0),
+    )
+
+    def predict(self, s: Setting) -> Prediction:
+        tau = self.mean_accepted_tokens or expected_tokens(self.acceptance, self.draft_tokens)
+        m = s.llm
+        if self.draft_layers >= m.num_layers:
+            raise InvalidValueError(f"draft_layers must be fewer than {m.name}'s {m.num_layers} layers")
+        one = decode_cost(s)
+        per_layer = sum(float(o.total_s) for o in one.ops if o.op.repeat == m.num_layers) / m.num_layers
+        comm = sum(float(c.total_s) for c in one.comms) / m.num_layers
+        head = sum(float(o.total_s) for o in one.ops if o.op.repeat == 1)
+        draft_s = self.draft_tokens * (self.draft_layers * (per_layer + comm) + head)
+        return decode_loop(self, s, tau, self.draft_tokens + 1, draft_s,
+                           f"{self.draft_tokens} x ({self.draft_layers} of {m.num_layers} layers + LM head)")
+
+
+class DraftFree(Technique):
+    name = "draft-free"
+    layer = "decode-loop"
+    summary = "candidates come from a lookup (the prompt, earlier outputs, an n-gram or token table), not from a GPU model"
+    citation = ("Luo et al., Token Recycling, arXiv:2408.08696; Liu et al., ADED, arXiv:2407.08223; Dumitru et al., "
+                "CopySpec, arXiv:2502.08923; Sun et al., Aggressive Decoding, arXiv:2205.10350")
+    params = (
+        Param("verify_tokens", 16, "tokens", "candidate tokens verified per round per sequence", "set per paper", 1, 4096),
+        Param("tree", 1, "0 or 1", "1: the candidates form a tree (tree mask), 0: a chain", "set per paper", 0, 1),
+        TAU,
+    )
+
+    def predict(self, s: Setting) -> Prediction:
+        if not self.mean_accepted_tokens:
+            raise InvalidValueError("draft-free needs mean_accepted_tokens (the paper's measured tokens per round)")
+        pairs = _tree_pairs(self.verify_tokens, max(1, round(self.mean_accepted_tokens))) if self.tree else None
+        return decode_loop(self, s, self.mean_accepted_tokens, self.verify_tokens, 0.0, "a lookup on the host (no GPU time)",
+                           tree_pairs=pairs)
+
+
+TECHNIQUES = (ChainSpeculation, ParallelDraftVerify, TreeSpeculation, DraftHeads, SelfSpeculation, DraftFree)

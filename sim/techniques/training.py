@@ -1,0 +1,66 @@
+"""Training-side techniques: optimizer-state memory and the bytes data-parallel workers exchange.
+
+- ``8bit-optimizer``: optimizer states in 8 bits with one 32-bit absmax scale
+  per block (block-wise dynamic quantization, Dettmers et al.,
+  arXiv:2110.02861); tensors below a size threshold keep 32-bit states, as
+  bitsandbytes does. Metric: ``memory_ratio``, 8-bit state bytes over 32-bit.
+- ``streaming-diloco``: workers train alone for ``inner_steps`` and then
+  exchange outer gradients, one fragment of the model at a time, quantized to a
+  few bits (Douillard et al., arXiv:2501.18512); against data-parallel training
+  that all-reduces 32-bit gradients every step. Metric: ``traffic_ratio``, bytes
+  exchanged over the same steps, data-parallel over Streaming DiLoCo.
+"""
+
+from __future__ import annotations
+
+from sim.techniques.base import Param, Prediction, Setting, Technique
+
+
+class EightBitOptimizer(Technique):
+    name = "8bit-optimizer"
+    layer = "training"
+    summary = "Adam's two states in 8 bits with block-wise absmax scales"
+    citation = "Dettmers et al., 8-bit Optimizers via Block-wise Quantization, arXiv:2110.02861"
+    params = (
+        Param("state_bits", 8, "bits", "bits per state element", "the paper: 8", 1, 32),
+        Param("block_size", 2048, "elements", "elements sharing one fp32 absmax scale", "the paper: blocks of 2048", 1, 1 << 24),
+        Param("states", 2, "states", "states per parameter (Adam: 2)", "Adam", 1, 4),
+    )
+
+    def predict(self, s: Setting) -> Prediction:
+        m = s.llm
+        params = m.params_total
+        base = params * self.states * 4.0
+        new = params * self.states * (self.state_bits / 8 + 4.0 / self.block_size)
+        return Prediction(self.name, "memory_ratio", new / base, s.as_dict(), {"what": "32-bit states", "bytes": base},
+                          {"what": self.summary, "bytes": new}, {"state_bytes_32bit": base, "state_bytes_8bit": new},
+                          f"{m.name}: {self.states} states x {params / 1e9:.3g}B parameters take {new / 1e9:.3g} GB in "
+                          f"{self.state_bits} bits (+ a 4-byte scale per {self.block_size}) against {base / 1e9:.3g} GB in 32 bits",
+                          dict(self.values))
+
+
+class StreamingDiLoCo(Technique):
+    name = "streaming-diloco"
+    layer = "training"
+    summary = "local steps between synchronizations, one model fragment at a time, outer gradients in few bits"
+    citation = "Douillard et al., Streaming DiLoCo with overlapping communication, arXiv:2501.18512"
+    params = (
+        Param("inner_steps", 100, "steps", "H, local steps between two synchronizations of a fragment", "the paper: H = 100", 1, 1 << 20),
+        Param("outer_bits", 4, "bits", "bits per outer-gradient element", "the paper: 4-bit (e3m0)", 1, 32),
+        Param("gradient_bits", 32, "bits", "bits per gradient element of the data-parallel baseline", "fp32 all-reduce", 1, 32),
+    )
+
+    def predict(self, s: Setting) -> Prediction:
+        # every parameter is synchronized once per H steps (fragments stagger it, not change it)
+        ratio = self.inner_steps * self.gradient_bits / self.outer_bits
+        params = s.llm.params_total
+        return Prediction(self.name, "traffic_ratio", ratio, s.as_dict(),
+                          {"what": f"data-parallel, {self.gradient_bits}-bit gradients every step",
+                           "bytes_per_step": params * self.gradient_bits / 8},
+                          {"what": self.summary, "bytes_per_step": params * self.outer_bits / 8 / self.inner_steps},
+                          {"inner_steps": self.inner_steps, "bits_ratio": self.gradient_bits / self.outer_bits},
+                          f"each parameter crosses the network once per {self.inner_steps} steps in {self.outer_bits} bits "
+                          f"instead of every step in {self.gradient_bits}: {ratio:,.0f}x fewer bytes", dict(self.values))
+
+
+TECHNIQUES = (EightBitOptimizer, StreamingDiLoCo)
