@@ -33,13 +33,14 @@ from sim.precision import Precision
 from sim.techniques.base import Param, Prediction, Setting, Technique
 
 
-def _parts(cost: StepCost, attention_memory_scale: float = 1.0, attention_compute_extra_s: float = 0.0) -> dict:
-    """Step time with the attention op's memory time scaled and extra CUDA-core work (over all
-    layers) added to its compute, split into attention and the rest."""
+def _parts(cost: StepCost, attention_memory_scale: float = 1.0, attention_compute_extra_s: float = 0.0,
+           attention_compute_scale: float = 1.0) -> dict:
+    """Step time with the attention op's memory and compute times scaled and extra CUDA-core work
+    (over all layers) added to its compute, split into attention and the rest."""
     attn = rest = 0.0
     for o in cost.ops:
         if o.op.kind == "attention":
-            compute = o.compute_s + attention_compute_extra_s / o.op.repeat
+            compute = o.compute_s * attention_compute_scale + attention_compute_extra_s / o.op.repeat
             busy = np.maximum(compute, o.memory_s * attention_memory_scale) + o.overhead_s
             attn += float(busy) * o.op.repeat
         else:
@@ -151,7 +152,8 @@ class KVSparsity(Technique):
         dense = (kept + self.label_fraction * L / 2) / L
         read = (1 - self.streaming_heads) * dense + self.streaming_heads * min(L, self.window_tokens) / L
         share = _attention_kv_share(base)
-        b, t = _parts(base), _parts(base, 1 - share + share * read)
+        # the scores and weighted sums shrink with the tokens attended (labels: a fraction of each key's channels)
+        b, t = _parts(base), _parts(base, 1 - share + share * read, attention_compute_scale=read)
         if self.metric == "attention_speedup":
             value, what = b["attention_s"] / t["attention_s"], "attention"
         elif self.metric == "speedup":

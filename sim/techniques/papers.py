@@ -148,3 +148,26 @@ def summary() -> dict:
     return {"papers": len(registry()), "by_status": counts, "predicted_claims": n,
             "papers_with_predicted_claims": len({c.paper for c in claims}), "median_abs_error": median,
             "max_abs_error": errors[-1] if n else math.nan}
+
+
+def table() -> str:
+    """The README's table: every predicted claim, reported against predicted, on the device it was predicted for."""
+    lines = ["| paper | technique | metric | model, device | reported | predicted | error | setting partly assumed |",
+             "|---|---|---|---|---|---|---|---|"]
+    for p in registry():
+        for c in p.claims:
+            if c.predicted is None:
+                continue
+            where = f"{c.predict.get('model', '')}, {c.predict.get('device', '')}"
+            knobs = ", ".join(f"{k} {v:g}" for k, v in c.predict.get("set", {}).items()
+                              if k in ("mean_accepted_tokens", "sequential", "prefix_tokens", "kept_fraction"))
+            lines.append(f"| {p.slug} | {c.predict['technique']}{f' ({knobs})' if knobs else ''} | {c.metric} | {where} | {c.reported:.3g} | {c.predicted:.3g} | {c.error:+.0%} | "
+                         f"{'yes' if c.assumed else 'no'} |")
+    return "\n".join(lines)
+
+if __name__ == "__main__":
+    s = summary()
+    print(f"{s['papers']} papers: " + ", ".join(f"{v} {k}" for k, v in s["by_status"].items())
+          + f"; {s['predicted_claims']} claims predicted from {s['papers_with_predicted_claims']} papers, "
+          f"median |error| {s['median_abs_error']:.0%}, max {s['max_abs_error']:.0%}\n")
+    print(table())
