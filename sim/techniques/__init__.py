@@ -13,9 +13,10 @@ from sim.techniques.attention import TECHNIQUES as _ATTENTION
 from sim.techniques.kv import TECHNIQUES as _KV
 from sim.techniques.scheduling import TECHNIQUES as _SCHEDULING
 from sim.techniques.speculative import TECHNIQUES as _SPECULATIVE
+from sim.techniques.step_level import TECHNIQUES as _STEP
 from sim.techniques.training import TECHNIQUES as _TRAINING
 
-_ALL: tuple[type[Technique], ...] = (*_SPECULATIVE, *_KV, *_ATTENTION, *_SCHEDULING, *_TRAINING)
+_ALL: tuple[type[Technique], ...] = (*_SPECULATIVE, *_STEP, *_KV, *_ATTENTION, *_SCHEDULING, *_TRAINING)
 TECHNIQUES: dict[str, type[Technique]] = {t.name: t for t in _ALL}
 
 __all__ = ["LAYERS", "TECHNIQUES", "Param", "Prediction", "Setting", "Technique", "get_technique"]

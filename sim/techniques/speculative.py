@@ -49,20 +49,25 @@ def _bounds(cost: StepCost) -> dict:
     return {k + "_s": float(v) for k, v in cost.time_by_bound().items()}
 
 
+#: both sides attend with FlashDecoding's split-KV kernel, which takes a few query rows per sequence as well as
+#: one (``flash_attn_with_kvcache``): without splits a verification at batch 1 would leave most SMs idle
+ATTENTION = "split-kv"
+
+
 def decode_cost(s: Setting) -> StepCost:
-    return step_cost(s.llm, s.gpu, steps.decode(s.batch, s.context), s.precision, s.tp)
+    return step_cost(s.llm, s.gpu, steps.decode(s.batch, s.context), s.precision, s.tp, attention=ATTENTION)
 
 
 def verify_cost(s: Setting, tokens: int, tree_pairs: float | None = None) -> StepCost:
     step = steps.verify(s.batch, s.context, tokens, tree=tree_pairs is not None, tree_pairs=tree_pairs)
-    return step_cost(s.llm, s.gpu, step, s.precision, s.tp)
+    return step_cost(s.llm, s.gpu, step, s.precision, s.tp, attention=ATTENTION)
 
 
 def draft_model_s(s: Setting, draft: str, steps_per_round: int, width: int = 1) -> tuple[float, str]:
     """``steps_per_round`` forward passes of a draft model on one GPU, each over ``width`` tokens per sequence."""
     model = get_model(draft)
     step = steps.decode(s.batch, s.context) if width == 1 else steps.verify(s.batch, s.context, width, tree=True, tree_pairs=width)
-    one = step_cost(model, s.gpu, step, s.precision)
+    one = step_cost(model, s.gpu, step, s.precision, attention=ATTENTION)
     return steps_per_round * _t(one), f"{steps_per_round} x {model.name} step ({width} token(s) per sequence)"
 
 
@@ -237,4 +242,41 @@ class DraftFree(Technique):
                            tree_pairs=pairs)
 
 
-TECHNIQUES = (ChainSpeculation, ParallelDraftVerify, TreeSpeculation, DraftHeads, SelfSpeculation, DraftFree)
+class MultiDraft(Technique):
+    name = "multi-draft"
+    layer = "decode-loop"
+    summary = "k candidate drafts from a draft model, verified together as a tree (SpecTr, Recursive Speculative Decoding)"
+    citation = "Sun et al., SpecTr, arXiv:2310.15141; Jeon et al., Recursive Speculative Decoding, arXiv:2402.14160"
+    params = (
+        Param("draft_model", "Llama-2-7B", "model", "the draft model", "set per paper"),
+        Param("drafts", 4, "drafts", "k, candidate sequences drafted per round", "set per paper", 1, 256),
+        Param("draft_tokens", 4, "tokens", "gamma, tokens per candidate", "set per paper", 1, 64),
+        TAU,
+    )
+
+    def predict(self, s: Setting) -> Prediction:
+        if not self.mean_accepted_tokens:
+            raise InvalidValueError("multi-draft needs mean_accepted_tokens (the paper's measured tokens per round)")
+        # k drafts decode side by side: gamma steps of the draft model at k times the batch
+        draft_s, what = draft_model_s(s, self.draft_model, self.draft_tokens, self.drafts)
+        tokens = self.drafts * self.draft_tokens
+        pairs = self.drafts * self.draft_tokens * (self.draft_tokens + 1) / 2  # k chains sharing only the context
+        return decode_loop(self, s, self.mean_accepted_tokens, tokens, draft_s, what, tree_pairs=pairs)
+
+
+class LongContextSpeculation(ChainSpeculation):
+    name = "long-context-spec"
+    summary = "the draft reads a short retrieved context while the target verifies over the whole one (RAPID)"
+    citation = "Chen et al., Long-Context Inference with Retrieval-Augmented Speculative Decoding (RAPID), arXiv:2502.20330"
+    params = ChainSpeculation.params + (
+        Param("draft_context", 4096, "tokens", "context the draft model attends to (the retrieved part)", "set per paper", 0, 1 << 24),)
+
+    def predict(self, s: Setting) -> Prediction:
+        tau = self.mean_accepted_tokens or expected_tokens(self.acceptance, self.draft_tokens)
+        short = Setting(s.device, s.model, s.batch, min(s.context, self.draft_context), s.tp, s.precision)
+        draft_s, what = draft_model_s(short, self.draft_model, self.draft_tokens)
+        return decode_loop(self, s, tau, self.draft_tokens + 1, draft_s, f"{what} over {short.context} retrieved tokens")
+
+
+TECHNIQUES = (ChainSpeculation, ParallelDraftVerify, TreeSpeculation, DraftHeads, SelfSpeculation, DraftFree, MultiDraft,
+              LongContextSpeculation)

@@ -1,0 +1,154 @@
+"""Techniques that change what one step computes: fewer weight bits, fewer layers, fewer tokens, no KV cache.
+
+Each is the step model (:func:`sim.cost.step_cost`) on a changed step or model,
+against the unchanged one at the same setting:
+
+- ``weight-quant``: weights in fewer bits (CBQ, Ding et al., arXiv:2312.07950;
+  blockwise compression, BCT, arXiv:2304.01483): the GEMMs stream fewer bytes
+  and, weight-only, dequantize on the fly (:mod:`sim.dequant`).
+- ``layer-skip``: each token skips a fraction of the layers (unified layer
+  skipping, Liu et al., arXiv:2404.06954): the per-layer work scales down.
+- ``token-pruning``: a fraction of the prompt's tokens (e.g. vision tokens) is
+  dropped before the layers that follow (MustDrop, Liu et al., arXiv:2411.10803;
+  ZipVL, He et al., arXiv:2410.08584): a shorter prefill and a shorter cache.
+- ``parallel-encoding``: context chunks are prefilled independently, each
+  attending only to itself (APE, Yang et al., arXiv:2502.05431): attention
+  pairs fall from ``T^2/2`` to ``T^2/(2n)`` for ``n`` chunks.
+- ``linear-attention``: a recurrent state per head replaces the KV cache in
+  decoding (gated linear attention, Yang et al., arXiv:2312.06635; H3, Fu et
+  al., arXiv:2212.14052): a decode step reads and writes a ``d_k x d_v`` state
+  per head instead of the whole cache.
+"""
+
+from __future__ import annotations
+
+from hwmodels.calibration import calibration
+from hwmodels.errors import InvalidValueError
+from sim import step as steps
+from sim.cost import StepCost, step_cost
+from sim.precision import Precision
+from sim.techniques.base import Param, Prediction, Setting, Technique
+
+
+def _b(cost: StepCost) -> dict:
+    return {"time_s": float(cost.time_s), **{k + "_s": float(v) for k, v in cost.time_by_bound().items()}}
+
+
+def _speedup(technique: Technique, s: Setting, base: StepCost, new_time_s: float, new: dict, explain: str,
+             breakdown: dict | None = None) -> Prediction:
+    b = _b(base)
+    return Prediction(technique.name, "speedup", b["time_s"] / new_time_s, s.as_dict(), {"what": base.step.description, **b},
+                      {"what": technique.summary, "time_s": new_time_s, **new}, breakdown or {}, explain, dict(technique.values))
+
+
+STEP = Param("step", "decode", "kind", "the step compared: decode (one token over the context) or prefill (the context)", "-")
+
+
+def _step(s: Setting, kind: str, tokens: int | None = None):
+    if kind == "decode":
+        return steps.decode(s.batch, tokens if tokens is not None else s.context)
+    if kind == "prefill":
+        return steps.prefill(s.batch, max(1, tokens if tokens is not None else s.context))
+    raise InvalidValueError(f"step must be decode or prefill, got {kind!r}")
+
+
+class WeightQuantization(Technique):
+    name = "weight-quant"
+    layer = "step"
+    summary = "weights in fewer bits: fewer bytes per GEMM, dequantized on the fly when weight-only"
+    citation = "Ding et al., CBQ, arXiv:2312.07950; Frantar et al., GPTQ, arXiv:2210.17323"
+    params = (Param("weight_bits", 4, "bits", "bits per weight (2, 3, 4, 8)", "set per paper", 2, 16),
+              Param("activation_bits", 16, "bits", "16, or 8 for W8A8 (fp8 GEMMs)", "set per paper", 8, 16), STEP)
+
+    def predict(self, s: Setting) -> Prediction:
+        step = _step(s, self.step)
+        base = step_cost(s.llm, s.gpu, step, s.precision, s.tp)
+        p = Precision(self.weight_bits, self.activation_bits, s.precision.kv_bits)
+        new = step_cost(s.llm, s.gpu, step, p, s.tp)
+        return _speedup(self, s, base, float(new.time_s), _b(new),
+                        f"{s.llm.name} weights in {self.weight_bits} bits: the {self.step} step streams "
+                        f"{float(new.bytes) / float(base.bytes):.2f}x the bytes; {float(base.time_s) * 1e3:.3g} -> "
+                        f"{float(new.time_s) * 1e3:.3g} ms")
+
+
+class LayerSkip(Technique):
+    name = "layer-skip"
+    layer = "step"
+    summary = "each token runs only a fraction of the layers"
+    citation = "Liu et al., Accelerating Inference in LLMs with a Unified Layer Skipping Strategy, arXiv:2404.06954"
+    params = (Param("skip_fraction", 0.5, "fraction", "layers skipped per token", "set per paper (the paper's target speedups)", 0.0, 0.99), STEP)
+
+    def predict(self, s: Setting) -> Prediction:
+        base = step_cost(s.llm, s.gpu, _step(s, self.step), s.precision, s.tp)
+        L = s.llm.num_layers
+        kept = max(1, round(L * (1 - self.skip_fraction)))
+        per_layer = sum(float(o.total_s) for o in base.ops if o.op.repeat == L) + sum(float(c.total_s) for c in base.comms)
+        once = sum(float(o.total_s) for o in base.ops if o.op.repeat != L)
+        new = once + per_layer * kept / L
+        return _speedup(self, s, base, new, {"layers_run": kept},
+                        f"{kept} of {L} layers per token: {per_layer * 1e3:.3g} ms of layers -> {per_layer * kept / L * 1e3:.3g} ms, "
+                        f"plus {once * 1e3:.3g} ms of embedding and LM head either way")
+
+
+class TokenPruning(Technique):
+    name = "token-pruning"
+    layer = "step"
+    summary = "a fraction of the prompt's tokens (e.g. vision tokens) is dropped for the layers after a point"
+    citation = "Liu et al., MustDrop, arXiv:2411.10803; He et al., ZipVL, arXiv:2410.08584"
+    params = (Param("kept_fraction", 0.25, "fraction", "prompt tokens kept after pruning", "set per paper", 0.0, 1.0),
+              Param("prunable_fraction", 1.0, "fraction", "share of the prompt that may be pruned (the vision tokens)", "set per paper", 0.0, 1.0),
+              Param("after_layer_fraction", 0.0, "fraction", "share of the layers run on every token before pruning", "set per paper", 0.0, 1.0),
+              STEP)
+
+    def predict(self, s: Setting) -> Prediction:
+        kept_tokens = max(1, round(s.context * (1 - self.prunable_fraction * (1 - self.kept_fraction))))
+        base = step_cost(s.llm, s.gpu, _step(s, self.step), s.precision, s.tp)
+        pruned = step_cost(s.llm, s.gpu, _step(s, self.step, kept_tokens), s.precision, s.tp)
+        a = self.after_layer_fraction
+        new = a * float(base.time_s) + (1 - a) * float(pruned.time_s)
+        return _speedup(self, s, base, new, {"tokens_after_pruning": kept_tokens},
+                        f"{s.context} -> {kept_tokens} tokens for {1 - a:.0%} of the layers: {self.step} "
+                        f"{float(base.time_s) * 1e3:.3g} -> {new * 1e3:.3g} ms")
+
+
+class ParallelEncoding(Technique):
+    name = "parallel-encoding"
+    layer = "step"
+    summary = "context chunks prefilled independently, each attending only to itself"
+    citation = "Yang et al., APE, arXiv:2502.05431"
+    params = (Param("chunks", 8, "chunks", "independent context chunks", "set per paper", 1, 1 << 20),)
+
+    def predict(self, s: Setting) -> Prediction:
+        if s.context < self.chunks:
+            raise InvalidValueError(f"a context of {s.context} tokens cannot be cut into {self.chunks} chunks")
+        base = step_cost(s.llm, s.gpu, steps.prefill(s.batch, s.context), s.precision, s.tp)
+        chunk = s.context // self.chunks
+        new = step_cost(s.llm, s.gpu, steps.prefill(s.batch * self.chunks, chunk), s.precision, s.tp)
+        return _speedup(self, s, base, float(new.time_s), _b(new),
+                        f"{self.chunks} chunks of {chunk} tokens, attention pairs / {self.chunks}: prefill "
+                        f"{float(base.time_s) * 1e3:.3g} -> {float(new.time_s) * 1e3:.3g} ms")
+
+
+class LinearAttention(Technique):
+    name = "linear-attention"
+    layer = "step"
+    summary = "a recurrent d_k x d_v state per head replaces the KV cache in decoding"
+    citation = "Yang et al., Gated Linear Attention, arXiv:2312.06635; Fu et al., H3, arXiv:2212.14052"
+    params = (Param("state_bytes_per_element", 4.0, "bytes", "state element size (fp32 accumulation)", "GLA's fp32 state", 1.0, 8.0),)
+
+    def predict(self, s: Setting) -> Prediction:
+        m = s.llm
+        base = step_cost(m, s.gpu, steps.decode(s.batch, s.context), s.precision, s.tp)
+        heads = m.num_heads // s.tp
+        state = s.batch * heads * m.head_dim * m.head_dim * self.state_bytes_per_element
+        bw = calibration(s.gpu).achievable_hbm_read_bytes_per_s(s.gpu)
+        attention = [o for o in base.ops if o.op.kind == "attention"][0]
+        old = float(attention.total_s)
+        new_attn = m.num_layers * (2 * state / bw + float(attention.overhead_s))  # read and write the state
+        new = float(base.time_s) - old + new_attn
+        return _speedup(self, s, base, new, {"state_bytes_per_layer": state},
+                        f"attention over {s.context} cached tokens ({old * 1e3:.3g} ms) becomes a state update of "
+                        f"{state / 1e6:.3g} MB per layer ({new_attn * 1e3:.3g} ms)", {"attention_s": old, "state_update_s": new_attn})
+
+
+TECHNIQUES = (WeightQuantization, LayerSkip, TokenPruning, ParallelEncoding, LinearAttention)
