@@ -29,7 +29,8 @@ class Hydragen(Technique):
     summary = "attention over a shared prefix batched across the sequences that share it, suffixes apart"
     citation = "Juravsky et al., Hydragen, arXiv:2402.05099"
     params = (
-        Param("prefix_tokens", 2048, "tokens", "the shared prefix", "set per paper", 1, 1 << 24),
+        Param("prefix_tokens", 2048, "tokens", "the shared prefix (the setting's context: each sequence's own tokens beyond it)",
+              "set per paper", 1, 1 << 24),
         Param("group_size", 0, "sequences", "sequences sharing one prefix (0: the whole batch)", "set per paper", 0, 1 << 24),
     )
 
@@ -95,12 +96,14 @@ class ContextParallel(Technique):
         from sim.cost import step_cost
 
         step = steps.prefill(s.batch, s.context)
-        kw = dict(precision=s.precision, tp=s.tp, linear_attention=bool(self.linear_attention), pad=True)
-        new = context_parallel_cost(s.llm, s.gpu, step, self.cp, self.method, **kw)
+        kw = dict(precision=s.precision, tp=s.tp, pad=True)
+        linear = {"linear_attention": bool(self.linear_attention) and self.method == "lasp2"}
+        new = context_parallel_cost(s.llm, s.gpu, step, self.cp, self.method, **kw, **linear)
         if self.baseline == "single-gpu":
             base_t, base_what = float(step_cost(s.llm, s.gpu, step, s.precision, s.tp).time_s), "one GPU"
         else:
-            base = context_parallel_cost(s.llm, s.gpu, step, self.cp, self.baseline, **kw)
+            base = context_parallel_cost(s.llm, s.gpu, step, self.cp, self.baseline, **kw,
+                                         linear_attention=bool(self.linear_attention) and self.baseline == "lasp2")
             base_t, base_what = float(base.time_s), f"{self.baseline} over {self.cp} GPUs"
         t = float(new.time_s)
         d = new.as_dict()

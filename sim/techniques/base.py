@@ -10,6 +10,8 @@ both times, their breakdowns, and a sentence saying why.
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -43,6 +45,8 @@ class Param:
                 value = float(value)
             except (TypeError, ValueError):
                 raise InvalidValueError(f"{self.name} must be a number ({self.unit}), got {value!r}") from None
+        if not math.isfinite(value):
+            raise InvalidValueError(f"{self.name} must be a finite number ({self.unit}), got {value!r}")
         if isinstance(self.default, int) and value != int(value):
             raise InvalidValueError(f"{self.name} must be a whole number ({self.unit}), got {value!r}")
         if (self.minimum is not None and value < self.minimum) or (self.maximum is not None and value > self.maximum):
@@ -64,8 +68,9 @@ class Setting:
     def __post_init__(self) -> None:
         for name, lo in (("batch", 1), ("context", 0), ("tp", 1)):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo:
                 raise InvalidValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+            object.__setattr__(self, name, int(v))
 
     @property
     def gpu(self) -> hw.Device:
@@ -134,4 +139,4 @@ class Technique:
     def describe(cls) -> dict:
         return {"name": cls.name, "layer": cls.layer, "summary": cls.summary, "citation": cls.citation,
                 "parameters": [{"name": p.name, "default": p.default, "unit": p.unit, "description": p.description,
-                                "source": p.source} for p in cls.params]}
+                                "source": p.source, "minimum": p.minimum, "maximum": p.maximum} for p in cls.params]}

@@ -29,7 +29,6 @@ from hwmodels.errors import InvalidValueError
 from sim import step as steps
 from sim.cost import StepCost, step_cost
 from sim.memory import max_batch
-from sim.precision import Precision
 from sim.techniques.base import Param, Prediction, Setting, Technique
 
 
@@ -63,6 +62,11 @@ def _decode(s: Setting, batch: int, attention: str) -> StepCost:
     return step_cost(s.llm, s.gpu, steps.decode(batch, s.context), s.precision, s.tp, attention=attention)
 
 
+def _elements(s: Setting, batch: int) -> float:
+    """K and V elements one GPU holds for ``batch`` sequences of the setting's context."""
+    return batch * (s.context + 1) * s.llm.kv_bytes_per_token(16) / 2 / s.tp
+
+
 class KVQuantization(Technique):
     name = "kv-quant"
     layer = "step"
@@ -82,14 +86,16 @@ class KVQuantization(Technique):
         return self.bits + 32.0 / self.group_size + self.outlier_fraction * (16 + 32)
 
     def predict(self, s: Setting) -> Prediction:
-        ratio = 16.0 / self.bits_per_element()
-        m, d = s.llm, s.gpu
+        base_bits = s.precision.kv_bits  # the cache it compresses: the setting's own
+        ratio = base_bits / self.bits_per_element()
+        d = s.gpu
         if self.metric == "memory_ratio":
-            return Prediction(self.name, "memory_ratio", ratio, s.as_dict(), {"what": "16-bit KV cache", "bits_per_element": 16.0},
+            return Prediction(self.name, "memory_ratio", ratio, s.as_dict(),
+                              {"what": f"{base_bits}-bit KV cache", "bits_per_element": float(base_bits)},
                               {"what": self.summary, "bits_per_element": self.bits_per_element()},
                               {"bits": self.bits, "scale_bits_per_element": 32.0 / self.group_size,
                                "outlier_bits_per_element": self.outlier_fraction * 48},
-                              f"{self.bits_per_element():.3g} bits per element against 16: {ratio:.3g}x less KV memory",
+                              f"{self.bits_per_element():.3g} bits per element against {base_bits}: {ratio:.3g}x less KV memory",
                               dict(self.values))
         if self.metric == "throughput_ratio":
             return self._throughput(s, ratio)
@@ -97,11 +103,10 @@ class KVQuantization(Technique):
             raise InvalidValueError(f"kv-quant predicts speedup, memory_ratio or throughput_ratio, not {self.metric!r}")
         base = _decode(s, s.batch, self.attention)
         share = _attention_kv_share(base)
-        elements = s.batch * (s.context + 1) * m.kv_bytes_per_token(16) / 2 / s.tp * 1.0  # K and V elements per GPU
-        dequant_s = elements * self.dequant_ops / d.peak("fp32")
+        dequant_s = _elements(s, s.batch) * self.dequant_ops / d.peak("fp32")
         b, t = _parts(base), _parts(base, 1 - share + share / ratio, dequant_s)
         return Prediction(self.name, "speedup", b["time_s"] / t["time_s"], s.as_dict(),
-                          {"what": "decode step, 16-bit KV", **b}, {"what": self.summary, **t},
+                          {"what": f"decode step, {base_bits}-bit KV", **b}, {"what": self.summary, **t},
                           {"kv_bytes_ratio": 1 / ratio, "dequant_s": dequant_s, "attention_share_of_step": b["attention_s"] / b["time_s"]},
                           f"attention reads {1 / ratio:.2f}x the KV bytes ({self.bits_per_element():.3g} bits per element) "
                           f"and dequantizes on the CUDA cores ({dequant_s * 1e6:.3g} us); attention was "
@@ -112,16 +117,15 @@ class KVQuantization(Technique):
         m, d = s.llm, s.gpu
         b16 = int(max_batch(m, d, s.context, s.precision, s.tp))
         # the compressed cache fits ratio x the tokens; activations per sequence are the same
-        bq = int(max_batch(m, d, s.context, Precision(s.precision.weight_bits, 16, 16), s.tp) * ratio)
+        bq = int(b16 * ratio)
         if b16 < 1:
             raise InvalidValueError(f"{m.name} at context {s.context} does not fit one sequence on {s.tp}x {d.name}")
         t16, tq_cost = _decode(s, b16, self.attention), _decode(s, bq, self.attention)
         share = _attention_kv_share(tq_cost)
-        elements = bq * (s.context + 1) * m.kv_bytes_per_token(16) / 2 / s.tp
-        tq = _parts(tq_cost, 1 - share + share / ratio, elements * self.dequant_ops / d.peak("fp32"))
+        tq = _parts(tq_cost, 1 - share + share / ratio, _elements(s, bq) * self.dequant_ops / d.peak("fp32"))
         base, new = b16 / float(t16.time_s), bq / tq["time_s"]
         return Prediction(self.name, "throughput_ratio", new / base, s.as_dict(),
-                          {"what": f"16-bit KV, largest batch {b16}", "tokens_per_s": base},
+                          {"what": f"{s.precision.kv_bits}-bit KV, largest batch {b16}", "tokens_per_s": base},
                           {"what": f"{self.bits_per_element():.3g}-bit KV, largest batch {bq}", "tokens_per_s": new, **tq},
                           {"batch_16bit": b16, "batch_compressed": bq, "kv_bytes_ratio": 1 / ratio},
                           f"{ratio:.2f}x more tokens fit: batch {b16} -> {bq} at context {s.context}, "

@@ -11,6 +11,7 @@ hardware parameters and the paper's own algorithmic ones.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -39,6 +40,7 @@ class Claim:
     locator: str
     predict: dict | None
     note: str = ""
+    path: str = ""  # the registry file it comes from
     predicted: float | None = None
     explain: str = ""
 
@@ -93,9 +95,12 @@ def load_paper(path: Path) -> Paper:
         predict = c.get("predict")
         if predict is not None:
             _require(predict, "technique", path, where + "predict.")
-        claims.append(Claim(path.stem, _require(c, "metric", path, where), float(_require(c, "reported", path, where)),
+        reported = _require(c, "reported", path, where)
+        if isinstance(reported, bool) or not isinstance(reported, (int, float)) or not math.isfinite(reported) or reported <= 0:
+            raise RegistryError(f"{path}: {where}reported must be a positive number, got {reported!r}")
+        claims.append(Claim(path.stem, _require(c, "metric", path, where), float(reported),
                             {k: c[k] for k in ("device", "model", "batch", "input_tokens", "output_tokens", "baseline") if k in c},
-                            _require(c, "locator", path, where), predict, c.get("note", "")))
+                            _require(c, "locator", path, where), predict, c.get("note", ""), str(path)))
     if status == "modelled" and not any(c.predict for c in claims):
         raise RegistryError(f"{path}: a modelled paper needs at least one claim with a predict table")
     return Paper(path.stem, _require(doc, "title", path), doc.get("arxiv", ""), status, doc.get("reason", ""),
@@ -105,18 +110,22 @@ def load_paper(path: Path) -> Paper:
 def predict_claim(claim: Claim) -> Claim:
     p = dict(claim.predict)
     p.pop("assumed", None)  # what the registry had to assume about the setting: shown, not used
-    technique = get_technique(p.pop("technique"))(**p.pop("set", {}))
-    precision = Precision(p.pop("weight_bits", 16), 16, p.pop("kv_bits", 16))
+    where = f"{claim.path}: the predict table of the {claim.metric} claim at {claim.locator!r}"
     try:
+        technique = get_technique(p.pop("technique"))(**p.pop("set", {}))
+    except KernelabError as exc:
+        raise RegistryError(f"{where}: technique or set: {exc}") from None
+    try:
+        precision = Precision(p.pop("weight_bits", 16), 16, p.pop("kv_bits", 16))
         setting = Setting(precision=precision, **p)
+        prediction = technique.predict(setting)
     except TypeError as exc:
-        raise RegistryError(f"{PAPERS_DIR / claim.paper}.toml: predict table: {exc}") from None
-    prediction = technique.predict(setting)
+        raise RegistryError(f"{where}: predict table: {exc}") from None
+    except KernelabError as exc:
+        raise RegistryError(f"{where}: {exc}") from None
     if prediction.metric != claim.metric:
-        raise RegistryError(f"{PAPERS_DIR / claim.paper}.toml: {technique.name} predicts {prediction.metric}, "
-                            f"the claim reports {claim.metric}")
-    return Claim(claim.paper, claim.metric, claim.reported, claim.setting, claim.locator, claim.predict, claim.note,
-                 prediction.value, prediction.explain)
+        raise RegistryError(f"{where}: {technique.name} predicts {prediction.metric}, the claim reports {claim.metric}")
+    return dataclasses.replace(claim, predicted=prediction.value, explain=prediction.explain)
 
 
 @lru_cache(maxsize=1)

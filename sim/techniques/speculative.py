@@ -168,9 +168,11 @@ class TreeSpeculation(Technique):
 
 
 def _tree_pairs(tokens: int, depth: int) -> float:
-    """(node, ancestor-or-self) pairs of a tree of ``tokens`` nodes spread evenly over ``depth`` levels."""
-    per_level = tokens / depth
-    return float(sum(per_level * (level + 1) for level in range(depth)))
+    """(node, ancestor-or-self) pairs of a tree of ``tokens`` nodes spread as evenly as whole levels
+    allow over ``depth`` levels (at most one per node: a tree no deeper than its nodes)."""
+    depth = max(1, min(depth, tokens))
+    sizes = [tokens // depth + (1 if level < tokens % depth else 0) for level in range(depth)]
+    return float(sum(size * (level + 1) for level, size in enumerate(sizes)))
 
 
 class DraftHeads(Technique):

@@ -37,8 +37,9 @@ def _b(cost: StepCost) -> dict:
 def _speedup(technique: Technique, s: Setting, base: StepCost, new_time_s: float, new: dict, explain: str,
              breakdown: dict | None = None) -> Prediction:
     b = _b(base)
+    parts = {"baseline_time_s": b["time_s"], "technique_time_s": new_time_s, **(breakdown or {})}
     return Prediction(technique.name, "speedup", b["time_s"] / new_time_s, s.as_dict(), {"what": base.step.description, **b},
-                      {"what": technique.summary, "time_s": new_time_s, **new}, breakdown or {}, explain, dict(technique.values))
+                      {"what": technique.summary, "time_s": new_time_s, **new}, parts, explain, dict(technique.values))
 
 
 STEP = Param("step", "decode", "kind", "the step compared: decode (one token over the context) or prefill (the context)", "-")

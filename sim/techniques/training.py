@@ -2,8 +2,9 @@
 
 - ``8bit-optimizer``: optimizer states in 8 bits with one 32-bit absmax scale
   per block (block-wise dynamic quantization, Dettmers et al.,
-  arXiv:2110.02861); tensors below a size threshold keep 32-bit states, as
-  bitsandbytes does. Metric: ``memory_ratio``, 8-bit state bytes over 32-bit.
+  arXiv:2110.02861), for every parameter (bitsandbytes keeps tensors under 4096
+  elements in 32 bits: in an LLM, the norms, a negligible share). Metric:
+  ``memory_ratio``, 8-bit state bytes over 32-bit.
 - ``streaming-diloco``: workers train alone for ``inner_steps`` and then
   exchange outer gradients, one fragment of the model at a time, quantized to a
   few bits (Douillard et al., arXiv:2501.18512); against data-parallel training
