@@ -246,3 +246,11 @@ def test_papers_table_prints_the_summary_and_where_it_wrote(capsys, tmp_path):
     s = papers.summary()
     assert f"{s['papers']} papers" in text and f"{s['predicted_claims']} claims predicted" in text
     assert "wrote" in text and out.exists()
+
+
+def test_the_readme_shows_the_papers_table():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for line in papers.table().splitlines()[2:]:
+        assert line in readme, f"README is out of date; rerun python -m sim.techniques.papers: missing {line}"
