@@ -79,6 +79,7 @@ def test_notebooks_exist():
     assert ANALYSES.joinpath("kernel_sim.ipynb") in NOTEBOOKS
     assert ANALYSES.joinpath("kernels_bench.ipynb") in NOTEBOOKS
     assert ANALYSES.joinpath("serving_whatif.ipynb") in NOTEBOOKS
+    assert ANALYSES.joinpath("techniques_whatif.ipynb") in NOTEBOOKS
 
 
 @pytest.mark.slow
@@ -97,6 +98,8 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
         check_kernels_bench_notebook(nb)
     if path.name == "serving_whatif.ipynb":
         check_serving_whatif_notebook(nb)
+    if path.name == "techniques_whatif.ipynb":
+        check_techniques_whatif_notebook(nb)
 
 
 def check_kernels_bench_notebook(nb):
@@ -193,6 +196,96 @@ def check_serving_whatif_notebook(nb):
     running = next(f for f in figures if f["layout"]["title"]["text"].startswith("Running requests"))
     assert {(t["meta"]["model"], t["meta"]["kv_bits"]) for t in running["data"]} == {
         (m, b) for m in ("Llama-2-7B", "Mistral-7B") for b in (16, 8, 4)}
+
+
+def check_techniques_whatif_notebook(nb):
+    """It answers the four questions: speculative crossovers, low-bit KV, Hydragen against prefix, CP methods and links."""
+    text = outputs_text(nb)
+    figures = plotly_figures(nb)
+    num = r"[\d.]+"
+
+    # 1. speculation on the H100: the chain never slows down, both trees do (heads first), inside what fits
+    first = {}
+    for name in ("chain", "tree, lookup", "tree"):
+        line = re.search(rf"^H100-SXM {name}: (.+); speedup ({num}) at batch 1, ({num}) at batch 256$", text, re.M)
+        assert line, name
+        assert float(line.group(2)) > 2.5, (name, "near tau at batch 1")
+        hit = re.fullmatch(r"slowdown from batch (\d+) \(fits\)", line.group(1))
+        first[name] = int(hit.group(1)) if hit else None
+        if name == "chain":
+            assert line.group(1) == "no slowdown up to batch 256" and float(line.group(3)) > 1
+        else:
+            assert hit and float(line.group(3)) < 1, (name, line.group(0))
+    assert 4 < first["tree"] <= first["tree, lookup"] < 64
+    rows = {int(m[0]): [float(x) for x in m[1:]] for m in re.findall(rf"^\s*(\d+)\s+({num})\s+({num})\s+({num})$", text, re.M)}
+    assert {1, 4, 16, 64, 256} <= set(rows)
+    assert all(rows[b][2] < rows[b][1] for b in rows), "the heads cost time on top of the lookup tree"
+    tree = [rows[b][2] for b in sorted(rows) if b >= 4]
+    assert all(x >= y for x, y in zip(tree, tree[1:])), "the tree's speedup falls with the batch"
+    # the mechanism: verification GEMMs compute-bound long before plain decoding's, the tree's first
+    bound = re.search(r"layer GEMMs compute-bound from batch (\d+) \(tree\), (\d+) \(chain\), (\d+) \(decode\)", text)
+    assert bound and int(bound.group(1)) < int(bound.group(2)) < int(bound.group(3))
+    mech = {int(m[0]): float(m[1]) for m in re.findall(
+        rf"^\s*(\d+) \|(?:\s+{num}){{3}} \|(?:\s+{num}){{4}} \|(?:\s+{num}){{3}}\s+({num})\s+\d+\s+(?:memory|compute) \|\s+{num}$",
+        text, re.M)}
+    assert set(mech) == {1, 4, 8, 16, 32, 64, 128, 256}
+    assert mech[1] < 1.2 and mech[256] > 3.7, "verify/decode of the tree: about one step at batch 1, past tau at 256"
+    # the tree on three GPUs: slowdown earliest on the RTX 3090, latest on the H100; the 3090's sweep fits 24 GB
+    slow = {d: int(b) for d, b in re.findall(r"^(H100-SXM|A100-SXM-80GB|RTX-3090) tree: slowdown from batch (\d+)$", text, re.M)}
+    assert slow["RTX-3090"] < slow["A100-SXM-80GB"] < slow["H100-SXM"] == first["tree"], slow
+    fits = {m[0]: (int(m[1]), float(m[2])) for m in re.findall(
+        rf"^(H100-SXM|A100-SXM-80GB|RTX-3090)\s+(?:{num}\s+){{4}}(\d+)\s+({num})\s+{num}\s+{num}\s+\d+$", text, re.M)}
+    assert set(fits) == {"H100-SXM", "A100-SXM-80GB", "RTX-3090"}
+    assert fits["RTX-3090"][1] <= 24 * 0.9 and fits["RTX-3090"][0] < fits["A100-SXM-80GB"][0]
+    spec = figures[0]
+    assert {t["meta"]["technique"] for t in spec["data"]} == {"chain", "tree, lookup", "tree"}
+    assert all(t["x"][0] == 1 and t["x"][-1] == 256 for t in spec["data"])
+    devices = figures[1]
+    assert {t["meta"]["device"] for t in devices["data"]} == {"A100-SXM-80GB", "RTX-3090"}
+    for t in devices["data"]:
+        assert max(t["x"]) == fits[t["meta"]["device"]][0], "swept up to what fits, no further"
+
+    # 2. KV bits: the ratios, the batches, and only attention shrinking at a fixed batch
+    kv = re.findall(rf"^(A100-SXM-40GB|H100-SXM)\s+(\d+)\s+([24])\s+({num})\s+({num})x\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)"
+                    rf"\s+({num})x\s+({num})x\s+({num})\s+({num})\s+({num})$", text, re.M)
+    assert {(d, int(c), int(b)) for d, c, b, *_ in kv} == {(d, c, b) for d in ("A100-SXM-40GB", "H100-SXM")
+                                                           for c in (4096, 8192, 16384, 32768) for b in (2, 4)}
+    thr = {}
+    for d, c, bits, bpe, mem, b16, bq, exact, tps16, tpsq, ratio, speedup, a16, aq, rest in kv:
+        assert float(mem) == pytest.approx(16 / float(bpe), abs=0.01) and float(bpe) == float(bits) + 0.25
+        assert int(b16) < int(bq) <= int(exact), "the compressed cache fits more sequences, the technique's count at most the bytes'"
+        assert 1 < float(ratio) <= float(mem) + 0.01
+        assert float(aq) < float(a16) and float(speedup) == pytest.approx((float(a16) + float(rest)) / (float(aq) + float(rest)), rel=0.01)
+        thr[(d, int(c), int(bits))] = float(ratio)
+    assert all(thr[(d, c, 2)] > thr[(d, c, 4)] for d, c, _ in thr)
+
+    # 3. Hydragen: the split adds up, plain decoding grows with the prefix, Hydragen barely, the speedup climbs
+    hyd = [[float(x) for x in m] for m in re.findall(
+        rf"^\s*(\d+)\s+{num} \|\s+({num})\s+({num})\s+({num}) \|\s+({num})\s+({num})\s+({num})\s+({num}) \|\s+({num})x", text, re.M)]
+    assert [int(r[0]) for r in hyd] == [512 * 2**k for k in range(7)]
+    for prefix, plain, layers, attn, total, layers2, suffix, pre, speedup in hyd:
+        assert plain == pytest.approx(layers + attn, abs=0.02) and total == pytest.approx(layers2 + suffix + pre, abs=0.02)
+        assert speedup == pytest.approx(plain / total, rel=0.02)
+    assert all(a[8] < b[8] for a, b in zip(hyd, hyd[1:]))
+    assert hyd[-1][1] > 30 * hyd[0][1] and hyd[-1][4] < 2 * hyd[0][4]
+
+    # 4. context parallelism: every method, GPU count and link; ring hidden on NVLink; LASP-2 fastest; PCIe never better
+    cp = {(t, int(n), m): (float(time_s), float(exposed)) for t, n, m, time_s, exposed in re.findall(
+        rf"^(NVLink|PCIe)\s+(\d)\s+(ring|TokenRing|LASP-2)\s+({num})\s+{num}\s+{num}\s+({num})\s+{num} +(?:\dx\S+ switch|PCIe box)", text, re.M)}
+    assert set(cp) == {(t, n, m) for t in ("NVLink", "PCIe") for n in (2, 4, 8) for m in ("ring", "TokenRing", "LASP-2")}
+    for n in (2, 4, 8):
+        assert cp[("NVLink", n, "ring")][1] == 0
+        for t in ("NVLink", "PCIe"):
+            assert cp[(t, n, "LASP-2")][0] < cp[(t, n, "ring")][0] <= cp[(t, n, "TokenRing")][0]
+        for m in ("ring", "TokenRing", "LASP-2"):
+            assert cp[("PCIe", n, m)][0] >= cp[("NVLink", n, m)][0] and cp[("PCIe", n, m)][1] >= cp[("NVLink", n, m)][1]
+    assert cp[("NVLink", 2, "ring")][0] / cp[("NVLink", 8, "ring")][0] == pytest.approx(4, rel=0.05)
+    assert re.search(r"^cp=1: .* -> does not fit$", text, re.M) and len(re.findall(r"^cp=[248]: .* -> fits$", text, re.M)) == 3
+    same = re.search(rf"TokenRing over ring at 8 GPUs: ({num})x \(from the table: ({num})x\)", text)
+    assert same and same.group(1) == same.group(2)
+    lines = next(f for f in figures if f["layout"]["title"]["text"].startswith("128k-token prefill"))
+    assert {(t["meta"]["topology"], t["meta"]["method"]) for t in lines["data"]} == {
+        (t, m) for t in ("NVLink", "PCIe") for m in ("ring", "TokenRing", "LASP-2")}
 
 
 KERNEL_SIM_KERNELS = {"lean": "LeanAttention", "split-kv": "FlashDecoding", "flash": "FlashAttention-2"}
