@@ -135,15 +135,17 @@ def check_fits(model: ModelConfig, device: hw.Device, step: steps.Step, precisio
 
 
 def max_batch(model: ModelConfig, device: hw.Device, context, precision: Precision = Precision(), tp: int = 1,
-              pp: int = 1, reserved_fraction: float = RESERVED_FRACTION) -> np.ndarray:
+              pp: int = 1, reserved_fraction: float = RESERVED_FRACTION, kv_bytes_scale: float = 1.0) -> np.ndarray:
     """The largest number of sequences of ``context`` tokens whose decode fits, per context (0 if none).
 
     Both the KV cache and a decode step's activations grow linearly in the
     batch, so the largest batch is ``floor((usable - weights) / per-sequence bytes)``.
+    ``kv_bytes_scale`` scales the KV bytes per token of ``precision.kv_bits`` (a
+    compressed cache with its scales and outliers, e.g. 4.25 / 16).
     """
     context = np.asarray(context, dtype=float)
     usable = device.memory_bytes * (1 - reserved_fraction)
     free = usable - weights_per_gpu(model, precision, tp, pp)
-    per_seq = (context + 1) * kv_bytes_per_sequence_token(model, precision, tp, pp)
+    per_seq = (context + 1) * kv_bytes_per_sequence_token(model, precision, tp, pp) * kv_bytes_scale
     per_seq = per_seq + activation_bytes(model, steps.decode(1, 0), precision, tp)
     return np.maximum(np.floor(free / per_seq), 0).astype(int)

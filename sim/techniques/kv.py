@@ -117,7 +117,7 @@ class KVQuantization(Technique):
         m, d = s.llm, s.gpu
         b16 = int(max_batch(m, d, s.context, s.precision, s.tp))
         # the compressed cache fits ratio x the tokens; activations per sequence are the same
-        bq = int(b16 * ratio)
+        bq = int(max_batch(m, d, s.context, s.precision, s.tp, kv_bytes_scale=1 / ratio))
         if b16 < 1:
             raise InvalidValueError(f"{m.name} at context {s.context} does not fit one sequence on {s.tp}x {d.name}")
         t16, tq_cost = _decode(s, b16, self.attention), _decode(s, bq, self.attention)
@@ -127,8 +127,8 @@ class KVQuantization(Technique):
         return Prediction(self.name, "throughput_ratio", new / base, s.as_dict(),
                           {"what": f"{s.precision.kv_bits}-bit KV, largest batch {b16}", "tokens_per_s": base},
                           {"what": f"{self.bits_per_element():.3g}-bit KV, largest batch {bq}", "tokens_per_s": new, **tq},
-                          {"batch_16bit": b16, "batch_compressed": bq, "kv_bytes_ratio": 1 / ratio},
-                          f"{ratio:.2f}x more tokens fit: batch {b16} -> {bq} at context {s.context}, "
+                          {"batch_baseline": b16, "batch_compressed": bq, "kv_bytes_ratio": 1 / ratio},
+                          f"{ratio:.2f}x less KV per token: batch {b16} -> {bq} at context {s.context}, "
                           f"{base:,.0f} -> {new:,.0f} tokens/s", dict(self.values))
 
 
