@@ -600,3 +600,12 @@ def test_whatif_bad_input_exits_2_with_a_one_line_message(capsys, argv, message)
     assert message in err
     assert captured.out == ""
 
+
+
+def test_context_parallel_over_a_pcie_box_hides_less_than_over_the_nvswitch_node():
+    s = Setting("H100-SXM", "Llama-2-7B", context=131072)
+    node, pcie = (get_technique("context-parallel")(cp=8, method="tokenring", baseline="pass-kv", topology=t).predict(s)
+                  for t in ("node", "pcie"))
+    assert pcie.technique_cost["time_s"] > node.technique_cost["time_s"]
+    with pytest.raises(InvalidValueError, match="topology"):
+        get_technique("context-parallel")(topology="torus").predict(s)

@@ -89,14 +89,23 @@ class ContextParallel(Technique):
         Param("method", "tokenring", "method", "pass-kv | pass-q | tokenring | lasp2", "set per paper"),
         Param("baseline", "pass-kv", "method", "pass-kv | pass-q | tokenring | lasp2 | single-gpu", "set per paper"),
         Param("linear_attention", 0, "0 or 1", "cost the model's attention as linear (LASP-2 on a softmax model, a what-if)", "-", 0, 1),
+        Param("topology", "node", "name", "node: the device's own node (NVLink/NVSwitch where it has them); pcie: a PCIe "
+              "box of its PCIe generation", "hwmodels.device_node, hwmodels.pcie_box"),
     )
 
     def predict(self, s: Setting) -> Prediction:
         from sim.context_parallel import context_parallel_cost
         from sim.cost import step_cost
 
+        import hwmodels as hw
+
         step = steps.prefill(s.batch, s.context)
-        kw = dict(precision=s.precision, tp=s.tp, pad=True)
+        if self.topology not in ("node", "pcie"):
+            raise InvalidValueError(f"topology must be node or pcie, got {self.topology!r}")
+        if self.topology == "pcie" and not s.gpu.pcie_gen:
+            raise InvalidValueError(f"{s.gpu.name} has no PCIe generation in the catalog")
+        topology = hw.pcie_box(s.gpu.pcie_gen, self.cp) if self.topology == "pcie" else None
+        kw = dict(precision=s.precision, tp=s.tp, pad=True, topology=topology)
         linear = {"linear_attention": bool(self.linear_attention) and self.method == "lasp2"}
         new = context_parallel_cost(s.llm, s.gpu, step, self.cp, self.method, **kw, **linear)
         if self.baseline == "single-gpu":
