@@ -265,7 +265,7 @@ def test_bad_input_raises_with_what_to_change(tmp_path):
     with pytest.raises(hw.InvalidValueError, match=r"\.csv or \.parquet"):
         sweep(output=tmp_path / "x.json", progress=False)
     with pytest.raises(hw.UnknownNameError, match="attention kernel"):
-        sweep(attention="paged", progress=False)
+        sweep(attention="paged-v3", progress=False)
 
 
 # ----------------------------------------------------------------------------- Dask
