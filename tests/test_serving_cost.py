@@ -79,6 +79,18 @@ def test_a_decode_iteration_costs_the_step_models_ragged_decode(device, model, t
     assert_same_parts(decode_iteration(cost, contexts), ref)
 
 
+@pytest.mark.parametrize(("device", "model", "tp"), [s[:3] for s in SETTINGS[:3]], ids=IDS[:3])
+@pytest.mark.parametrize("contexts", [[0], [4095], [17, 4000, 1, 999, 65_537], list(range(1, 256 * 97, 97))])
+def test_a_decode_iteration_on_the_paged_kernel_costs_the_step_models(device, model, tp, contexts):
+    """vLLM's PagedAttention (CUDA cores, 512-token partitions) tabulated as exactly as split-KV."""
+    from sim.serving import replica_cost
+
+    m, d, _ = setting(device, model, tp, Precision())
+    cost = replica_cost(m, d, tp, decode_kernel="paged")
+    assert_same_parts(decode_iteration(cost, contexts), step_cost(m, d, steps.ragged_decode(contexts), Precision(), tp,
+                                                                  attention="paged"))
+
+
 @pytest.mark.parametrize(("device", "model", "tp", "precision"), SETTINGS[:3], ids=IDS[:3])
 @settings(max_examples=25, deadline=None)
 @given(contexts=st.lists(st.integers(0, 200_000), min_size=1, max_size=300))

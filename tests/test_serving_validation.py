@@ -46,7 +46,7 @@ def test_hydragen_keeps_most_of_its_throughput_where_vllm_loses_most_of_it(check
 
 
 @pytest.mark.xfail(strict=True, reason="Hydragen's model code runs the layers at half the step model's rate: its own "
-                   "no-attention ceiling is 18.5k tokens/s where the step model predicts about 36k; absolute levels miss by +54% to +97%")
+                   "no-attention ceiling is 18.5k tokens/s where the step model predicts about 36k; absolute levels miss by +64% to +97%")
 def test_absolute_shared_prefix_throughputs_within_25_percent(checks):
     for c in checks.values():
         if c.metric == "decode_tokens_per_s":

@@ -25,17 +25,18 @@ _COSTS: dict[tuple, IterationCost] = {}  # by identity of model and device (devi
 
 
 def replica_cost(model: str | ModelConfig, device: str | hw.Device, tp: int = 1, pp: int = 1,
-                 precision: Precision = Precision()) -> IterationCost:
-    """The memoized iteration cost of one replica; shared by every experiment on the same setting."""
+                 precision: Precision = Precision(), decode_kernel: str = "split-kv") -> IterationCost:
+    """The memoized iteration cost of one replica; shared by every experiment on the same setting.
+    ``decode_kernel``: ``split-kv`` (FlashDecoding, FlashInfer) or ``paged`` (vLLM's PagedAttention)."""
     m = model if isinstance(model, ModelConfig) else get_model(model)
     d = device if isinstance(device, hw.Device) else hw.get_device(device)
     for name, v in (("tp", tp), ("pp", pp)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise hw.InvalidValueError(f"{name} must be a positive integer, got {v!r}")
-    key = (id(m), id(d), precision, tp, pp)
+    key = (id(m), id(d), precision, tp, pp, decode_kernel)
     cost = _COSTS.get(key)
     if cost is None or cost.model is not m or cost.device is not d:
-        cost = _COSTS[key] = IterationCost(m, d, precision, tp, pp)
+        cost = _COSTS[key] = IterationCost(m, d, precision, tp, pp, decode_kernel=decode_kernel)
     return cost
 
 

@@ -130,11 +130,15 @@ class IterationCost:
     tp: int = 1
     pp: int = 1
     cuda_graphs: bool = True
+    #: the decode attention kernel model: split-kv (FlashDecoding, FlashInfer) or paged (vLLM's PagedAttention)
+    decode_kernel: str = "split-kv"
     _dense: dict = field(default_factory=dict, repr=False)
     _decode: dict = field(default_factory=dict, repr=False)
     _prefill: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
+        if self.decode_kernel not in ("split-kv", "paged"):
+            raise InvalidValueError(f"decode_kernel must be split-kv or paged, got {self.decode_kernel!r}")
         if self.pp < 1 or self.pp > self.model.num_layers:
             raise InvalidValueError(f"{self.model.name} has {self.model.num_layers} layers: pp must be 1..{self.model.num_layers}, got {self.pp}")
         self.sharding = Sharding(tp=self.tp)
@@ -210,7 +214,9 @@ class IterationCost:
         if rows is None or blocks > len(rows):
             top = max(64, 2 ** math.ceil(math.log2(blocks)))
             nb = np.arange(1, top + 1, dtype=float)
-            rows = self._attention_line("split-kv", float(seqs), float(seqs * queries), nb * self.key_block)
+            # a shared prefix's queries (queries > 1) are one matrix product: split-KV whatever the decode kernel
+            kernel = self.decode_kernel if queries == 1 else "split-kv"
+            rows = self._attention_line(kernel, float(seqs), float(seqs * queries), nb * self.key_block)
             self._decode[(seqs, queries)] = rows
         return rows
 

@@ -13,7 +13,8 @@ scheduler parameters), with no factor per row.
   one prompt as the prompt (the shared prefix) grows from 1K to 16K tokens,
   with Hydragen's shared-prefix attention (BatchLLM-style scheduling: the
   prefix is computed once and read once per decode) and with vLLM 0.2.7 (no
-  prefix sharing: each sequence holds and reads the prompt's KV). Both the
+  prefix sharing: each sequence holds and reads the prompt's KV, with its
+  PagedAttention decode kernel). Both the
   absolute throughputs and their ratio to the 1K point are compared; the
   paper's own "no attention" ceiling shows how fast its model code runs the rest.
 
@@ -59,9 +60,9 @@ def _int(row: dict, key: str) -> int | None:
 
 @lru_cache(maxsize=None)
 def sarathi_capacities(device: str, model: str, slo_s: float, requests: int, budget: int, seqs: int,
-                       baseline_budget: int, baseline_seqs: int, memory: float, seed: int = 42) -> dict[str, float]:
+                       baseline_budget: int, baseline_seqs: int, memory: float, seed: int = 42, tp: int = 1) -> dict[str, float]:
     """Capacity (QPS) of Sarathi-Serve and of vLLM on the same requests (seed 42, as Sarathi's benchmark)."""
-    cost = replica_cost(model, device)
+    cost = replica_cost(model, device, tp)
     base = synthetic("openchat_sharegpt4", requests, 1.0, seed)
     out = {}
     for name, cfg in (("sarathi", ServingConfig("sarathi", max_num_seqs=seqs, token_budget=budget, gpu_memory_utilization=memory)),
@@ -82,10 +83,13 @@ def _sarathi(row: dict) -> Check:
 @lru_cache(maxsize=None)
 def shared_prefix_throughput(device: str, model: str, tp: int, batch: int, prefix: int, output: int, scheduler: str,
                              memory: float) -> float:
-    """Decode-only tokens/s of ``batch`` completions of one ``prefix``-token prompt."""
+    """Decode-only tokens/s of ``batch`` completions of one ``prefix``-token prompt. vLLM decodes with its
+    PagedAttention kernel (CUDA cores, as in the 0.2.7 release Hydragen measured); the prefix-sharing side
+    with split-KV kernels (Hydragen's suffix and prefix passes)."""
     w = shared_prefix(groups=1, group_size=batch, prefix_tokens=prefix - 1, suffix_tokens=1, output_tokens=output)
     cfg = ServingConfig(scheduler, max_num_seqs=batch, gpu_memory_utilization=memory)
-    return Simulation(w, replica_cost(model, device, tp), cfg).run().decode_tokens_per_s
+    kernel = "paged" if scheduler == "vllm" else "split-kv"
+    return Simulation(w, replica_cost(model, device, tp, decode_kernel=kernel), cfg).run().decode_tokens_per_s
 
 
 def _shared(row: dict) -> Check:

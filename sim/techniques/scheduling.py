@@ -34,7 +34,8 @@ class ChunkedPrefill(Technique):
         from sim.serving.validation import sarathi_capacities
 
         caps = sarathi_capacities(s.gpu.name, s.llm.name, self.slo_tbt_p99_s, self.requests, self.token_budget,
-                                  self.max_num_seqs, self.baseline_token_budget, self.max_num_seqs, self.gpu_memory_utilization)
+                                  self.max_num_seqs, self.baseline_token_budget, self.max_num_seqs, self.gpu_memory_utilization,
+                                  tp=s.tp)
         return Prediction(self.name, "capacity_ratio", caps["sarathi"] / caps["vllm"], s.as_dict(),
                           {"what": "vLLM, prefill-first", "capacity_qps": caps["vllm"]},
                           {"what": self.summary, "capacity_qps": caps["sarathi"]}, dict(caps),
