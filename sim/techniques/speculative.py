@@ -113,13 +113,25 @@ def decode_loop(technique: Technique, s: Setting, tau: float, verify_tokens: int
     )
 
 
+class DecodeLoopTechnique(Technique):
+    """A decode-loop technique: tokens per round from the paper's measurement, or from acceptance and draft length."""
+
+    layer = "decode-loop"
+
+    def tau(self) -> float:
+        if self.mean_accepted_tokens:
+            return self.mean_accepted_tokens
+        if "acceptance" in self.values:
+            return expected_tokens(self.acceptance, self.draft_tokens)
+        raise InvalidValueError(f"{self.name} needs mean_accepted_tokens (the paper's measured tokens per round)")
+
+
 TAU = Param("mean_accepted_tokens", 0.0, "tokens per round", "tokens kept per verification (accepted drafts plus the "
             "target's own token); 0: from acceptance and draft_tokens", "the paper's measurement for its setting", 0.0)
 
 
-class ChainSpeculation(Technique):
+class ChainSpeculation(DecodeLoopTechnique):
     name = "spec-chain"
-    layer = "decode-loop"
     summary = "a draft model proposes gamma tokens, the target verifies them in one pass"
     citation = "Leviathan et al., arXiv:2211.17192; Chen et al., arXiv:2302.01318"
     params = (
@@ -129,26 +141,22 @@ class ChainSpeculation(Technique):
         TAU,
     )
 
+    overlap = False  # drafting and verification one after the other
+
     def predict(self, s: Setting) -> Prediction:
-        tau = self.mean_accepted_tokens or expected_tokens(self.acceptance, self.draft_tokens)
         draft_s, what = draft_model_s(s, self.draft_model, self.draft_tokens)
-        return decode_loop(self, s, tau, self.draft_tokens + 1, draft_s, what)
+        return decode_loop(self, s, self.tau(), self.draft_tokens + 1, draft_s, what, overlap=self.overlap)
 
 
 class ParallelDraftVerify(ChainSpeculation):
     name = "pearl"
     summary = "the draft model keeps drafting while the target verifies (pre-verify, post-verify), on separate devices"
     citation = "Liu et al., PEARL: Parallel Speculative Decoding with Adaptive Draft Length, arXiv:2408.11850"
-
-    def predict(self, s: Setting) -> Prediction:
-        tau = self.mean_accepted_tokens or expected_tokens(self.acceptance, self.draft_tokens)
-        draft_s, what = draft_model_s(s, self.draft_model, self.draft_tokens)
-        return decode_loop(self, s, tau, self.draft_tokens + 1, draft_s, what, overlap=True)
+    overlap = True
 
 
-class TreeSpeculation(Technique):
+class TreeSpeculation(DecodeLoopTechnique):
     name = "spec-tree"
-    layer = "decode-loop"
     summary = "a draft model proposes a token tree level by level, the target verifies the tree with a tree mask"
     citation = "Miao et al., SpecInfer, arXiv:2305.09781; Xiong et al., DySpec, arXiv:2410.11744"
     params = (
@@ -159,11 +167,9 @@ class TreeSpeculation(Technique):
     )
 
     def predict(self, s: Setting) -> Prediction:
-        if not self.mean_accepted_tokens:
-            raise InvalidValueError("spec-tree needs mean_accepted_tokens (the paper's measured tokens per round)")
         width = max(1, round(self.tree_tokens / self.tree_depth))
         draft_s, what = draft_model_s(s, self.draft_model, self.tree_depth, width)
-        return decode_loop(self, s, self.mean_accepted_tokens, self.tree_tokens, draft_s, what,
+        return decode_loop(self, s, self.tau(), self.tree_tokens, draft_s, what,
                            tree_pairs=_tree_pairs(self.tree_tokens, self.tree_depth))
 
 
@@ -175,9 +181,8 @@ def _tree_pairs(tokens: int, depth: int) -> float:
     return float(sum(size * (level + 1) for level, size in enumerate(sizes)))
 
 
-class DraftHeads(Technique):
+class DraftHeads(DecodeLoopTechnique):
     name = "draft-heads"
-    layer = "decode-loop"
     summary = "extra decoding heads on the target's hidden state propose a tree of tokens (Medusa, Hydra, Clover)"
     citation = "Cai et al., Medusa, arXiv:2401.10774; Ankner et al., Hydra, arXiv:2402.05109; Xiao et al., Clover, arXiv:2405.00263"
     params = (
@@ -190,17 +195,14 @@ class DraftHeads(Technique):
     )
 
     def predict(self, s: Setting) -> Prediction:
-        if not self.mean_accepted_tokens:
-            raise InvalidValueError("draft-heads needs mean_accepted_tokens (the paper's measured tokens per round)")
         rows = self.tree_tokens if self.sequential else 1
         draft_s, what = heads_s(s, self.heads, rows, self.head_layers)
-        return decode_loop(self, s, self.mean_accepted_tokens, self.tree_tokens, draft_s, what,
+        return decode_loop(self, s, self.tau(), self.tree_tokens, draft_s, what,
                            tree_pairs=_tree_pairs(self.tree_tokens, self.heads))
 
 
-class SelfSpeculation(Technique):
+class SelfSpeculation(DecodeLoopTechnique):
     name = "self-spec"
-    layer = "decode-loop"
     summary = "the target's first layers (plus an adapter) draft; the whole target verifies (early exit, layer skipping)"
     citation = "Liu et al., Kangaroo, arXiv:2404.18911; Elhoushi et al., LayerSkip, arXiv:2404.16710"
     params = (
@@ -211,7 +213,7 @@ class SelfSpeculation(Technique):
     )
 
     def predict(self, s: Setting) -> Prediction:
-        tau = self.mean_accepted_tokens or expected_tokens(self.acceptance, self.draft_tokens)
+        tau = self.tau()
         m = s.llm
         if self.draft_layers >= m.num_layers:
             raise InvalidValueError(f"draft_layers must be fewer than {m.name}'s {m.num_layers} layers")
@@ -224,9 +226,8 @@ class SelfSpeculation(Technique):
                            f"{self.draft_tokens} x ({self.draft_layers} of {m.num_layers} layers + LM head)")
 
 
-class DraftFree(Technique):
+class DraftFree(DecodeLoopTechnique):
     name = "draft-free"
-    layer = "decode-loop"
     summary = "candidates come from a lookup (the prompt, earlier outputs, an n-gram or token table), not from a GPU model"
     citation = ("Luo et al., Token Recycling, arXiv:2408.08696; Liu et al., ADED, arXiv:2407.08223; Dumitru et al., "
                 "CopySpec, arXiv:2502.08923; Sun et al., Aggressive Decoding, arXiv:2205.10350")
@@ -237,16 +238,14 @@ class DraftFree(Technique):
     )
 
     def predict(self, s: Setting) -> Prediction:
-        if not self.mean_accepted_tokens:
-            raise InvalidValueError("draft-free needs mean_accepted_tokens (the paper's measured tokens per round)")
-        pairs = _tree_pairs(self.verify_tokens, max(1, round(self.mean_accepted_tokens))) if self.tree else None
-        return decode_loop(self, s, self.mean_accepted_tokens, self.verify_tokens, 0.0, "a lookup on the host (no GPU time)",
+        tau = self.tau()
+        pairs = _tree_pairs(self.verify_tokens, max(1, round(tau))) if self.tree else None
+        return decode_loop(self, s, tau, self.verify_tokens, 0.0, "a lookup on the host (no GPU time)",
                            tree_pairs=pairs)
 
 
-class MultiDraft(Technique):
+class MultiDraft(DecodeLoopTechnique):
     name = "multi-draft"
-    layer = "decode-loop"
     summary = "k candidate drafts from a draft model, verified together as a tree (SpecTr, Recursive Speculative Decoding)"
     citation = "Sun et al., SpecTr, arXiv:2310.15141; Jeon et al., Recursive Speculative Decoding, arXiv:2402.14160"
     params = (
@@ -257,13 +256,11 @@ class MultiDraft(Technique):
     )
 
     def predict(self, s: Setting) -> Prediction:
-        if not self.mean_accepted_tokens:
-            raise InvalidValueError("multi-draft needs mean_accepted_tokens (the paper's measured tokens per round)")
         # k drafts decode side by side: gamma steps of the draft model at k times the batch
         draft_s, what = draft_model_s(s, self.draft_model, self.draft_tokens, self.drafts)
         tokens = self.drafts * self.draft_tokens
         pairs = self.drafts * self.draft_tokens * (self.draft_tokens + 1) / 2  # k chains sharing only the context
-        return decode_loop(self, s, self.mean_accepted_tokens, tokens, draft_s, what, tree_pairs=pairs)
+        return decode_loop(self, s, self.tau(), tokens, draft_s, what, tree_pairs=pairs)
 
 
 class LongContextSpeculation(ChainSpeculation):
@@ -274,7 +271,7 @@ class LongContextSpeculation(ChainSpeculation):
         Param("draft_context", 4096, "tokens", "context the draft model attends to (the retrieved part)", "set per paper", 0, 1 << 24),)
 
     def predict(self, s: Setting) -> Prediction:
-        tau = self.mean_accepted_tokens or expected_tokens(self.acceptance, self.draft_tokens)
+        tau = self.tau()
         short = Setting(s.device, s.model, s.batch, min(s.context, self.draft_context), s.tp, s.precision)
         draft_s, what = draft_model_s(short, self.draft_model, self.draft_tokens)
         return decode_loop(self, s, tau, self.draft_tokens + 1, draft_s, f"{what} over {short.context} retrieved tokens")
