@@ -609,3 +609,32 @@ def test_context_parallel_over_a_pcie_box_hides_less_than_over_the_nvswitch_node
     assert pcie.technique_cost["time_s"] > node.technique_cost["time_s"]
     with pytest.raises(InvalidValueError, match="topology"):
         get_technique("context-parallel")(topology="torus").predict(s)
+
+
+# -- against Spec-Bench's leaderboard (sim/data/measured/specbench_leaderboard.csv) ---------------------------------
+def test_every_leaderboard_speedup_is_predicted_a_speedup():
+    from sim.techniques import specbench
+
+    for r in specbench.rows():
+        assert (r.predicted > 1) == (r.measured > 1), r
+
+
+def test_each_method_gains_more_on_the_a100_than_on_the_rtx_3090_as_measured():
+    from sim.techniques import specbench
+
+    by = {(r.device, r.model, r.method): r for r in specbench.rows()}
+    for (device, model, method), r in by.items():
+        if device == "RTX-3090":
+            a100 = by[("A100-SXM-80GB", model, method)]
+            assert a100.measured > r.measured, "the data's own ordering"
+            assert a100.predicted > r.predicted, (method, a100.predicted, r.predicted)
+
+
+def test_the_readme_shows_the_specbench_table():
+    from pathlib import Path
+
+    from sim.techniques import specbench
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for line in specbench.table().splitlines()[2:]:
+        assert line in readme, f"README is out of date; rerun python -m sim.techniques.specbench: missing {line}"
