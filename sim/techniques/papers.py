@@ -131,13 +131,8 @@ def predict_claim(claim: Claim) -> Claim:
 @lru_cache(maxsize=1)
 def registry() -> tuple[Paper, ...]:
     """Every paper, its predicted claims filled in."""
-    papers = []
-    for path in sorted(PAPERS_DIR.glob("*.toml")):
-        paper = load_paper(path)
-        claims = [predict_claim(c) if c.predict else c for c in paper.claims]
-        papers.append(Paper(paper.slug, paper.title, paper.arxiv, paper.status, paper.reason, paper.family,
-                            paper.mechanism, claims))
-    return tuple(papers)
+    papers = (load_paper(path) for path in sorted(PAPERS_DIR.glob("*.toml")))
+    return tuple(dataclasses.replace(p, claims=[predict_claim(c) if c.predict else c for c in p.claims]) for p in papers)
 
 
 def seed_titles() -> list[str]:
