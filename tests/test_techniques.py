@@ -638,3 +638,17 @@ def test_the_readme_shows_the_specbench_table():
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     for line in specbench.table().splitlines()[2:]:
         assert line in readme, f"README is out of date; rerun python -m sim.techniques.specbench: missing {line}"
+
+
+@pytest.mark.parametrize("metric", ["speedup", "throughput_ratio"])
+def test_block_transformer_gains_more_as_the_context_grows(metric):
+    t = get_technique("block-transformer")(metric=metric)
+    gains = [t.predict(Setting("A100-SXM-80GB", "Llama-2-7B", batch=16, context=c)).value for c in (1024, 4096, 16384)]
+    assert 1 < gains[0] < gains[1] < gains[2], gains
+
+
+def test_block_transformer_global_layers_read_one_kv_entry_per_block():
+    p = get_technique("block-transformer")(metric="throughput_ratio", block_length=4, global_fraction=0.5).predict(
+        Setting("A100-SXM-80GB", "Llama-2-7B", context=4096))
+    assert p.breakdown["kv_bytes_ratio"] == pytest.approx((16 * 4096 / 4 + 16 * 4) / (32 * 4097))
+    assert p.breakdown["batch_block"] > p.breakdown["batch_baseline"]

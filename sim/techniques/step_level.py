@@ -152,4 +152,63 @@ class LinearAttention(Technique):
                         f"{state / 1e6:.3g} MB per layer ({new_attn * 1e3:.3g} ms)", {"attention_s": old, "state_update_s": new_attn})
 
 
-TECHNIQUES = (WeightQuantization, LayerSkip, TokenPruning, ParallelEncoding, LinearAttention)
+def _layer_times(s: Setting, batch: int, context: int) -> tuple[float, float]:
+    """Seconds of one decode step's per-layer work (one layer, collectives included) and of its once-per-step ops."""
+    cost = step_cost(s.llm, s.gpu, steps.decode(batch, context), s.precision, s.tp)
+    L = s.llm.num_layers
+    per_layer = (sum(float(o.total_s) for o in cost.ops if o.op.repeat == L) + sum(float(c.total_s) for c in cost.comms)) / L
+    return per_layer, sum(float(o.total_s) for o in cost.ops if o.op.repeat != L)
+
+
+class BlockTransformer(Technique):
+    name = "block-transformer"
+    layer = "step"
+    summary = "global layers attend over blocks of tokens once per block; local layers attend within the block"
+    citation = "Ho et al., Block Transformer: Global-to-Local Language Modeling for Fast Inference, arXiv:2406.02657"
+    params = (
+        Param("block_length", 4, "tokens", "L_B, tokens per block", "the paper's block length 4 (official configs)", 1, 1024),
+        Param("global_fraction", 0.5, "fraction", "share of the layers in the block (global) decoder; the rest decode tokens",
+              "the paper splits the parameters evenly", 0.05, 0.95),
+        Param("metric", "speedup", "name", "speedup (a decode step at the setting's batch) | throughput_ratio (each at its largest batch)", "-"),
+    )
+
+    def _time(self, s: Setting, batch: int) -> tuple[float, dict]:
+        L, lb = s.llm.num_layers, self.block_length
+        g = max(1, round(L * self.global_fraction))
+        layer_g, once = _layer_times(s, batch, max(1, s.context // lb))  # attends over context / L_B block embeddings
+        layer_l, _ = _layer_times(s, batch, lb)  # attends over its block and one context embedding
+        parts = {"global_per_token_s": g * layer_g / lb, "local_per_token_s": (L - g) * layer_l, "head_s": once}
+        return sum(parts.values()), parts
+
+    def predict(self, s: Setting) -> Prediction:
+        from sim.memory import max_batch
+
+        m, L, lb = s.llm, s.llm.num_layers, self.block_length
+        g = max(1, round(L * self.global_fraction))
+        if self.metric == "speedup":
+            base = step_cost(m, s.gpu, steps.decode(s.batch, s.context), s.precision, s.tp)
+            t, parts = self._time(s, s.batch)
+            return _speedup(self, s, base, t, {}, f"{g} global layers over {s.context // lb} block embeddings, run once per "
+                            f"{lb} tokens, and {L - g} local layers over {lb} tokens: {float(base.time_s) * 1e3:.3g} -> "
+                            f"{t * 1e3:.3g} ms per token", parts)
+        if self.metric != "throughput_ratio":
+            raise InvalidValueError(f"block-transformer predicts speedup or throughput_ratio, not {self.metric!r}")
+        # KV per sequence: global layers hold context / L_B entries, local layers L_B
+        scale = (g * s.context / lb + (L - g) * lb) / (L * (s.context + 1))
+        b0 = int(max_batch(m, s.gpu, s.context, s.precision, s.tp))
+        b1 = int(max_batch(m, s.gpu, s.context, s.precision, s.tp, kv_bytes_scale=scale))
+        if b0 < 1:
+            raise InvalidValueError(f"{m.name} at context {s.context} does not fit one sequence on {s.tp}x {s.gpu.name}")
+        base = step_cost(m, s.gpu, steps.decode(b0, s.context), s.precision, s.tp)
+        t, parts = self._time(s, b1)
+        ratio = (b1 / t) / (b0 / float(base.time_s))
+        return Prediction(self.name, "throughput_ratio", ratio, s.as_dict(),
+                          {"what": f"vanilla, largest batch {b0}", "tokens_per_s": b0 / float(base.time_s)},
+                          {"what": f"block transformer, largest batch {b1}", "tokens_per_s": b1 / t, **parts},
+                          {"batch_baseline": b0, "batch_block": b1, "kv_bytes_ratio": scale, **parts},
+                          f"the KV cache shrinks to {scale:.3g} of vanilla's (global layers keep one entry per block, local "
+                          f"layers one block): batch {b0} -> {b1}, {b0 / float(base.time_s):,.0f} -> {b1 / t:,.0f} tokens/s "
+                          "(at equal parameters; the paper compares at equal perplexity)", dict(self.values))
+
+
+TECHNIQUES = (WeightQuantization, LayerSkip, TokenPruning, ParallelEncoding, LinearAttention, BlockTransformer)
