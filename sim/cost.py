@@ -182,6 +182,15 @@ class StepCost:
         out["communication"] = sum((c.total_s for c in self.comms), np.zeros(np.shape(self.time_s)))
         return out
 
+    def layer_and_once_s(self) -> tuple[np.ndarray, np.ndarray]:
+        """One layer's time (its ops and collectives) and the time of the ops that run once per step
+        (embedding, final norm, LM head, sampling): ``time_s = num_layers * layer + once``. What a
+        pipeline stage, an early exit or a skipped layer keeps or drops."""
+        L = self.model.num_layers
+        layer = sum((o.total_s for o in self.ops if o.op.repeat == L), np.float64(0.0))
+        layer = (layer + sum((c.total_s for c in self.comms), np.float64(0.0))) / L
+        return layer, sum((o.total_s for o in self.ops if o.op.repeat != L), np.float64(0.0))
+
     @property
     def flops(self) -> np.ndarray:
         return sum(o.op.flops * o.op.repeat for o in self.ops)

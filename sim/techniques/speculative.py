@@ -217,11 +217,8 @@ class SelfSpeculation(DecodeLoopTechnique):
         m = s.llm
         if self.draft_layers >= m.num_layers:
             raise InvalidValueError(f"draft_layers must be fewer than {m.name}'s {m.num_layers} layers")
-        one = decode_cost(s)
-        per_layer = sum(float(o.total_s) for o in one.ops if o.op.repeat == m.num_layers) / m.num_layers
-        comm = sum(float(c.total_s) for c in one.comms) / m.num_layers
-        head = sum(float(o.total_s) for o in one.ops if o.op.repeat == 1)
-        draft_s = self.draft_tokens * (self.draft_layers * (per_layer + comm) + head)
+        layer, head = (float(x) for x in decode_cost(s).layer_and_once_s())
+        draft_s = self.draft_tokens * (self.draft_layers * layer + head)
         return decode_loop(self, s, tau, self.draft_tokens + 1, draft_s,
                            f"{self.draft_tokens} x ({self.draft_layers} of {m.num_layers} layers + LM head)")
 

@@ -83,8 +83,8 @@ class LayerSkip(Technique):
         base = step_cost(s.llm, s.gpu, _step(s, self.step), s.precision, s.tp)
         L = s.llm.num_layers
         kept = max(1, round(L * (1 - self.skip_fraction)))
-        per_layer = sum(float(o.total_s) for o in base.ops if o.op.repeat == L) + sum(float(c.total_s) for c in base.comms)
-        once = sum(float(o.total_s) for o in base.ops if o.op.repeat != L)
+        layer, once = (float(x) for x in base.layer_and_once_s())
+        per_layer = layer * L  # all the layers
         new = once + per_layer * kept / L
         return _speedup(self, s, base, new, {"layers_run": kept},
                         f"{kept} of {L} layers per token: {per_layer * 1e3:.3g} ms of layers -> {per_layer * kept / L * 1e3:.3g} ms, "
@@ -154,10 +154,8 @@ class LinearAttention(Technique):
 
 def _layer_times(s: Setting, batch: int, context: int) -> tuple[float, float]:
     """Seconds of one decode step's per-layer work (one layer, collectives included) and of its once-per-step ops."""
-    cost = step_cost(s.llm, s.gpu, steps.decode(batch, context), s.precision, s.tp)
-    L = s.llm.num_layers
-    per_layer = (sum(float(o.total_s) for o in cost.ops if o.op.repeat == L) + sum(float(c.total_s) for c in cost.comms)) / L
-    return per_layer, sum(float(o.total_s) for o in cost.ops if o.op.repeat != L)
+    layer, once = step_cost(s.llm, s.gpu, steps.decode(batch, context), s.precision, s.tp).layer_and_once_s()
+    return float(layer), float(once)
 
 
 class BlockTransformer(Technique):
