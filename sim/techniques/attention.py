@@ -47,12 +47,12 @@ class Hydragen(Technique):
         hyd = cost.iteration(b, b, decode_seqs=b, decode_kv_tokens=b * (suffix + 1), decode_longest=suffix + 1,
                              shared_groups=((group, prefix),) * (b // group))
         tb, th = sum(base.values()), sum(hyd.values())
-        return Prediction(self.name, "speedup", tb / th, s.as_dict(),
+        return self.prediction("speedup", tb / th, s,
                           {"what": f"decode, each sequence reading its {prefix}-token prefix", "time_s": tb, **base},
                           {"what": self.summary, "time_s": th, **hyd}, {"prefix_tokens": prefix, "suffix_tokens": suffix,
                                                                       "groups": b // group},
                           f"a decode step of {b} sequences with a {prefix}-token shared prefix: {tb * 1e3:.3g} ms reading it per "
-                          f"sequence against {th * 1e3:.3g} ms reading it once per group of {group}", dict(self.values))
+                          f"sequence against {th * 1e3:.3g} ms reading it once per group of {group}")
 
 
 class LeanAttention(Technique):
@@ -72,11 +72,10 @@ class LeanAttention(Technique):
         base, _ = simulate_schedule(self.baseline, problem, s.gpu)
         lean, _ = simulate_schedule("lean", problem, s.gpu)
         b, t = summary(base), summary(lean)
-        return Prediction(self.name, "speedup", b["time_s"] / t["time_s"], s.as_dict(), {"what": self.baseline, **b},
+        return self.prediction("speedup", b["time_s"] / t["time_s"], s, {"what": self.baseline, **b},
                           {"what": "lean", **t}, {"baseline_s": b["time_s"], "lean_s": t["time_s"]},
                           f"one decode attention call of batch {s.batch} x {problem.heads} heads over {s.context} tokens, "
-                          f"simulated CTA by CTA: {self.baseline} {b['time_s'] * 1e6:.3g} us, lean {t['time_s'] * 1e6:.3g} us",
-                          dict(self.values))
+                          f"simulated CTA by CTA: {self.baseline} {b['time_s'] * 1e6:.3g} us, lean {t['time_s'] * 1e6:.3g} us")
 
 
 class ContextParallel(Technique):
@@ -116,10 +115,10 @@ class ContextParallel(Technique):
             base_t, base_what = float(base.time_s), f"{self.baseline} over {self.cp} GPUs"
         t = float(new.time_s)
         d = new.as_dict()
-        return Prediction(self.name, "speedup", base_t / t, s.as_dict(), {"what": base_what, "time_s": base_t},
+        return self.prediction("speedup", base_t / t, s, {"what": base_what, "time_s": base_t},
                           {"what": f"{d['method']} over {self.cp} GPUs", "time_s": t, "breakdown": d["breakdown"]},
                           d["breakdown"], f"prefill of {s.context} tokens: {base_what} {base_t * 1e3:.3g} ms, "
-                          f"{d['method']} {t * 1e3:.3g} ms", dict(self.values))
+                          f"{d['method']} {t * 1e3:.3g} ms")
 
 
 TECHNIQUES = (Hydragen, LeanAttention, ContextParallel)

@@ -135,6 +135,12 @@ class Technique:
     def predict(self, setting: Setting) -> Prediction:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def prediction(self, metric: str, value: float, setting: Setting, baseline: dict, technique_cost: dict,
+                   breakdown: dict, explain: str) -> Prediction:
+        """A prediction of this technique with these parameters on ``setting``."""
+        return Prediction(self.name, metric, value, setting.as_dict(), baseline, technique_cost, breakdown, explain,
+                          dict(self.values))
+
     @classmethod
     def describe(cls) -> dict:
         return {"name": cls.name, "layer": cls.layer, "summary": cls.summary, "citation": cls.citation,

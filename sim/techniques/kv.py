@@ -90,13 +90,12 @@ class KVQuantization(Technique):
         ratio = base_bits / self.bits_per_element()
         d = s.gpu
         if self.metric == "memory_ratio":
-            return Prediction(self.name, "memory_ratio", ratio, s.as_dict(),
+            return self.prediction("memory_ratio", ratio, s,
                               {"what": f"{base_bits}-bit KV cache", "bits_per_element": float(base_bits)},
                               {"what": self.summary, "bits_per_element": self.bits_per_element()},
                               {"bits": self.bits, "scale_bits_per_element": 32.0 / self.group_size,
                                "outlier_bits_per_element": self.outlier_fraction * 48},
-                              f"{self.bits_per_element():.3g} bits per element against {base_bits}: {ratio:.3g}x less KV memory",
-                              dict(self.values))
+                              f"{self.bits_per_element():.3g} bits per element against {base_bits}: {ratio:.3g}x less KV memory")
         if self.metric == "throughput_ratio":
             return self._throughput(s, ratio)
         if self.metric != "speedup":
@@ -105,12 +104,12 @@ class KVQuantization(Technique):
         share = _attention_kv_share(base)
         dequant_s = _elements(s, s.batch) * self.dequant_ops / d.peak("fp32")
         b, t = _parts(base), _parts(base, 1 - share + share / ratio, dequant_s)
-        return Prediction(self.name, "speedup", b["time_s"] / t["time_s"], s.as_dict(),
+        return self.prediction("speedup", b["time_s"] / t["time_s"], s,
                           {"what": f"decode step, {base_bits}-bit KV", **b}, {"what": self.summary, **t},
                           {"kv_bytes_ratio": 1 / ratio, "dequant_s": dequant_s, "attention_share_of_step": b["attention_s"] / b["time_s"]},
                           f"attention reads {1 / ratio:.2f}x the KV bytes ({self.bits_per_element():.3g} bits per element) "
                           f"and dequantizes on the CUDA cores ({dequant_s * 1e6:.3g} us); attention was "
-                          f"{b['attention_s'] / b['time_s']:.0%} of the step", dict(self.values))
+                          f"{b['attention_s'] / b['time_s']:.0%} of the step")
 
     def _throughput(self, s: Setting, ratio: float) -> Prediction:
         """Decode tokens/s at the largest batch each cache fits at the setting's context."""
@@ -124,12 +123,12 @@ class KVQuantization(Technique):
         share = _attention_kv_share(tq_cost)
         tq = _parts(tq_cost, 1 - share + share / ratio, _elements(s, bq) * self.dequant_ops / d.peak("fp32"))
         base, new = b16 / float(t16.time_s), bq / tq["time_s"]
-        return Prediction(self.name, "throughput_ratio", new / base, s.as_dict(),
+        return self.prediction("throughput_ratio", new / base, s,
                           {"what": f"{s.precision.kv_bits}-bit KV, largest batch {b16}", "tokens_per_s": base},
                           {"what": f"{self.bits_per_element():.3g}-bit KV, largest batch {bq}", "tokens_per_s": new, **tq},
                           {"batch_baseline": b16, "batch_compressed": bq, "kv_bytes_ratio": 1 / ratio},
                           f"{ratio:.2f}x less KV per token: batch {b16} -> {bq} at context {s.context}, "
-                          f"{base:,.0f} -> {new:,.0f} tokens/s", dict(self.values))
+                          f"{base:,.0f} -> {new:,.0f} tokens/s")
 
 
 class KVSparsity(Technique):
@@ -164,11 +163,10 @@ class KVSparsity(Technique):
             value, what = b["time_s"] / t["time_s"], "decode step"
         else:
             raise InvalidValueError(f"kv-sparse predicts speedup or attention_speedup, not {self.metric!r}")
-        return Prediction(self.name, self.metric, value, s.as_dict(), {"what": "dense decode attention", **b},
+        return self.prediction(self.metric, value, s, {"what": "dense decode attention", **b},
                           {"what": self.summary, **t}, {"kv_read_fraction": read, "attention_share_of_step": b["attention_s"] / b["time_s"]},
                           f"attention reads {read:.3g} of the KV bytes ({what} {value:.3g}x); attention was "
-                          f"{b['attention_s'] / b['time_s']:.0%} of the decode step at batch {s.batch}, context {s.context}",
-                          dict(self.values))
+                          f"{b['attention_s'] / b['time_s']:.0%} of the decode step at batch {s.batch}, context {s.context}")
 
 
 TECHNIQUES = (KVQuantization, KVSparsity)

@@ -36,11 +36,11 @@ class ChunkedPrefill(Technique):
         caps = sarathi_capacities(s.gpu.name, s.llm.name, self.slo_tbt_p99_s, self.requests, self.token_budget,
                                   self.max_num_seqs, self.baseline_token_budget, self.max_num_seqs, self.gpu_memory_utilization,
                                   tp=s.tp)
-        return Prediction(self.name, "capacity_ratio", caps["sarathi"] / caps["vllm"], s.as_dict(),
+        return self.prediction("capacity_ratio", caps["sarathi"] / caps["vllm"], s,
                           {"what": "vLLM, prefill-first", "capacity_qps": caps["vllm"]},
                           {"what": self.summary, "capacity_qps": caps["sarathi"]}, dict(caps),
                           f"capacity within P99 TBT <= {self.slo_tbt_p99_s} s on {self.requests} openchat_sharegpt4 requests: "
-                          f"{caps['sarathi']:.3g} QPS against {caps['vllm']:.3g}", dict(self.values))
+                          f"{caps['sarathi']:.3g} QPS against {caps['vllm']:.3g}")
 
 
 class SharedPrefixServing(Technique):
@@ -60,13 +60,12 @@ class SharedPrefixServing(Technique):
         args = (s.gpu.name, s.llm.name, s.tp, s.batch, self.prefix_tokens, self.output_tokens)
         shared = shared_prefix_throughput(*args, "batchllm", self.gpu_memory_utilization)
         base = shared_prefix_throughput(*args, "vllm", self.gpu_memory_utilization)
-        return Prediction(self.name, "speedup", shared / base, s.as_dict(),
+        return self.prediction("speedup", shared / base, s,
                           {"what": "vLLM without prefix sharing", "decode_tokens_per_s": base},
                           {"what": self.summary, "decode_tokens_per_s": shared},
                           {"shared_tokens_per_s": shared, "baseline_tokens_per_s": base},
                           f"{s.batch} completions of a {self.prefix_tokens}-token prompt on {s.tp}x {s.gpu.name}: "
-                          f"{shared:,.0f} decode tokens/s sharing the prefix against {base:,.0f} holding it per sequence",
-                          dict(self.values))
+                          f"{shared:,.0f} decode tokens/s sharing the prefix against {base:,.0f} holding it per sequence")
 
 
 TECHNIQUES = (ChunkedPrefill, SharedPrefixServing)

@@ -102,14 +102,14 @@ def decode_loop(technique: Technique, s: Setting, tau: float, verify_tokens: int
     explain = (f"{tau:.2f} tokens per round of {round_s * 1e3:.3g} ms ({how}: draft {draft_s * 1e3:.3g} ms, {draft_what}; "
                f"verify {verify_tokens} tokens per sequence {verify_s * 1e3:.3g} ms = {verify_s / decode_s:.2f} decode steps) "
                f"against 1 token per {decode_s * 1e3:.3g} ms decode step")
-    return Prediction(
-        technique=technique.name, metric="speedup", value=speedup, setting=s.as_dict(),
+    return technique.prediction(
+        "speedup", speedup, s,
         baseline={"what": "autoregressive decoding, one token per step", "time_per_token_s": decode_s, "breakdown": _bounds(base)},
         technique_cost={"what": technique.summary, "time_per_token_s": round_s / tau, "round_s": round_s,
                         "tokens_per_round": tau, "verify_breakdown": _bounds(ver)},
         breakdown={"draft_s": draft_s, "verify_s": verify_s, "round_s": round_s, "tokens_per_round": tau,
                    "verify_over_decode": verify_s / decode_s},
-        explain=explain, parameters=dict(technique.values),
+        explain=explain,
     )
 
 
@@ -126,6 +126,7 @@ class DecodeLoopTechnique(Technique):
         raise InvalidValueError(f"{self.name} needs mean_accepted_tokens (the paper's measured tokens per round)")
 
 
+DRAFT_MODEL = Param("draft_model", "Llama-2-7B", "model", "the draft model (catalog name or config.json)", "set per paper")
 TAU = Param("mean_accepted_tokens", 0.0, "tokens per round", "tokens kept per verification (accepted drafts plus the "
             "target's own token); 0: from acceptance and draft_tokens", "the paper's measurement for its setting", 0.0)
 
@@ -135,7 +136,7 @@ class ChainSpeculation(DecodeLoopTechnique):
     summary = "a draft model proposes gamma tokens, the target verifies them in one pass"
     citation = "Leviathan et al., arXiv:2211.17192; Chen et al., arXiv:2302.01318"
     params = (
-        Param("draft_model", "Llama-2-7B", "model", "the draft model (catalog name or config.json)", "set per paper"),
+        DRAFT_MODEL,
         Param("draft_tokens", 4, "tokens", "gamma, tokens drafted per round", "Leviathan et al. use 3-7", 1, 64),
         Param("acceptance", 0.7, "probability", "alpha, per-token acceptance rate", "Leviathan et al., Table 3 range", 0.0, 1.0),
         TAU,
@@ -160,7 +161,7 @@ class TreeSpeculation(DecodeLoopTechnique):
     summary = "a draft model proposes a token tree level by level, the target verifies the tree with a tree mask"
     citation = "Miao et al., SpecInfer, arXiv:2305.09781; Xiong et al., DySpec, arXiv:2410.11744"
     params = (
-        Param("draft_model", "Llama-2-7B", "model", "the draft model", "set per paper"),
+        DRAFT_MODEL,
         Param("tree_tokens", 64, "tokens", "T, candidate tokens verified per round", "set per paper", 1, 4096),
         Param("tree_depth", 5, "levels", "draft forward passes per round (one per level)", "set per paper", 1, 256),
         TAU,
@@ -246,7 +247,7 @@ class MultiDraft(DecodeLoopTechnique):
     summary = "k candidate drafts from a draft model, verified together as a tree (SpecTr, Recursive Speculative Decoding)"
     citation = "Sun et al., SpecTr, arXiv:2310.15141; Jeon et al., Recursive Speculative Decoding, arXiv:2402.14160"
     params = (
-        Param("draft_model", "Llama-2-7B", "model", "the draft model", "set per paper"),
+        DRAFT_MODEL,
         Param("drafts", 4, "drafts", "k, candidate sequences drafted per round", "set per paper", 1, 256),
         Param("draft_tokens", 4, "tokens", "gamma, tokens per candidate", "set per paper", 1, 64),
         TAU,

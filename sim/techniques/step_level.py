@@ -38,8 +38,8 @@ def _speedup(technique: Technique, s: Setting, base: StepCost, new_time_s: float
              breakdown: dict | None = None) -> Prediction:
     b = _b(base)
     parts = {"baseline_time_s": b["time_s"], "technique_time_s": new_time_s, **(breakdown or {})}
-    return Prediction(technique.name, "speedup", b["time_s"] / new_time_s, s.as_dict(), {"what": base.step.description, **b},
-                      {"what": technique.summary, "time_s": new_time_s, **new}, parts, explain, dict(technique.values))
+    return technique.prediction("speedup", b["time_s"] / new_time_s, s, {"what": base.step.description, **b},
+                                {"what": technique.summary, "time_s": new_time_s, **new}, parts, explain)
 
 
 STEP = Param("step", "decode", "kind", "the step compared: decode (one token over the context) or prefill (the context)", "-")
@@ -200,13 +200,13 @@ class BlockTransformer(Technique):
         base = step_cost(m, s.gpu, steps.decode(b0, s.context), s.precision, s.tp)
         t, parts = self._time(s, b1)
         ratio = (b1 / t) / (b0 / float(base.time_s))
-        return Prediction(self.name, "throughput_ratio", ratio, s.as_dict(),
+        return self.prediction("throughput_ratio", ratio, s,
                           {"what": f"vanilla, largest batch {b0}", "tokens_per_s": b0 / float(base.time_s)},
                           {"what": f"block transformer, largest batch {b1}", "tokens_per_s": b1 / t, **parts},
                           {"batch_baseline": b0, "batch_block": b1, "kv_bytes_ratio": scale, **parts},
                           f"the KV cache shrinks to {scale:.3g} of vanilla's (global layers keep one entry per block, local "
                           f"layers one block): batch {b0} -> {b1}, {b0 / float(base.time_s):,.0f} -> {b1 / t:,.0f} tokens/s "
-                          "(at equal parameters; the paper compares at equal perplexity)", dict(self.values))
+                          "(at equal parameters; the paper compares at equal perplexity)")
 
 
 TECHNIQUES = (WeightQuantization, LayerSkip, TokenPruning, ParallelEncoding, LinearAttention, BlockTransformer)

@@ -33,11 +33,10 @@ class EightBitOptimizer(Technique):
         params = m.params_total
         base = params * self.states * 4.0
         new = params * self.states * (self.state_bits / 8 + 4.0 / self.block_size)
-        return Prediction(self.name, "memory_ratio", new / base, s.as_dict(), {"what": "32-bit states", "bytes": base},
+        return self.prediction("memory_ratio", new / base, s, {"what": "32-bit states", "bytes": base},
                           {"what": self.summary, "bytes": new}, {"state_bytes_32bit": base, "state_bytes_8bit": new},
                           f"{m.name}: {self.states} states x {params / 1e9:.3g}B parameters take {new / 1e9:.3g} GB in "
-                          f"{self.state_bits} bits (+ a 4-byte scale per {self.block_size}) against {base / 1e9:.3g} GB in 32 bits",
-                          dict(self.values))
+                          f"{self.state_bits} bits (+ a 4-byte scale per {self.block_size}) against {base / 1e9:.3g} GB in 32 bits")
 
 
 class StreamingDiLoCo(Technique):
@@ -55,13 +54,13 @@ class StreamingDiLoCo(Technique):
         # every parameter is synchronized once per H steps (fragments stagger it, not change it)
         ratio = self.inner_steps * self.gradient_bits / self.outer_bits
         params = s.llm.params_total
-        return Prediction(self.name, "traffic_ratio", ratio, s.as_dict(),
+        return self.prediction("traffic_ratio", ratio, s,
                           {"what": f"data-parallel, {self.gradient_bits}-bit gradients every step",
                            "bytes_per_step": params * self.gradient_bits / 8},
                           {"what": self.summary, "bytes_per_step": params * self.outer_bits / 8 / self.inner_steps},
                           {"inner_steps": self.inner_steps, "bits_ratio": self.gradient_bits / self.outer_bits},
                           f"each parameter crosses the network once per {self.inner_steps} steps in {self.outer_bits} bits "
-                          f"instead of every step in {self.gradient_bits}: {ratio:,.0f}x fewer bytes", dict(self.values))
+                          f"instead of every step in {self.gradient_bits}: {ratio:,.0f}x fewer bytes")
 
 
 TECHNIQUES = (EightBitOptimizer, StreamingDiLoCo)
