@@ -317,6 +317,12 @@ class ContextParallelCost:
         return [self._sel(lambda p, r=r: p.round_comm_s(self.cp)[r]) for r in range(self.cp + 1)]
 
     @property
+    def round_s(self) -> list[np.ndarray]:
+        """Each round's step in one layer, ``max(attention, exchange issued with it)``: what follows a round
+        waits for both. What a per-round trace (as TokenRing's nsight timelines) shows."""
+        return [np.maximum(c, m) for c, m in zip(self.round_compute_s, self.round_comm_s)]
+
+    @property
     def tokens_per_s(self) -> np.ndarray:
         """New tokens (as asked, without padding) per second for the whole ``cp x tp`` group."""
         return self.step.new_tokens / self.time_s

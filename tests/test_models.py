@@ -53,6 +53,7 @@ PUBLISHED_PARAMS_B = {
     "DeepSeek-Coder-33B": (33.3, "HF page deepseek-ai/deepseek-coder-33b-base"),
     "OPT-6.7B": (6.7, "Zhang et al. 2022 (arXiv:2205.01068), Table 1"),
     "GPT-3-175B": (175.0, "Brown et al. 2020 (arXiv:2005.14165), Table 2.1"),
+    "Chameleon-7B": (7.0, "Chameleon Team 2024 (arXiv:2405.09818): Chameleon-7B"),
 }
 
 

@@ -652,3 +652,42 @@ def test_block_transformer_global_layers_read_one_kv_entry_per_block():
         Setting("A100-SXM-80GB", "Llama-2-7B", context=4096))
     assert p.breakdown["kv_bytes_ratio"] == pytest.approx((16 * 4096 / 4 + 16 * 4) / (32 * 4097))
     assert p.breakdown["batch_block"] > p.breakdown["batch_baseline"]
+
+
+# -- per-round latency of a ring (TokenRing's traces) and FLOPs of token pruning ----------------------------------
+@pytest.mark.parametrize("method", ["pass-kv", "tokenring"])
+@pytest.mark.parametrize("round_", [0, 1, 2, 3])
+def test_a_ring_round_lasts_the_longer_of_its_attention_and_the_exchange_issued_with_it(method, round_):
+    s = Setting("A10", "Llama-2-7B", batch=1, context=24000)
+    p = get_technique("context-parallel")(cp=4, method=method, topology="pcie", metric="latency_s", round=round_).predict(s)
+    b = p.breakdown
+    assert p.metric == "latency_s" and p.value == max(b["attention_s"], b["exchange_s"]) > 0
+    assert b["bound"] == ("communication" if b["exchange_s"] > b["attention_s"] else "attention compute")
+
+
+def test_tokenrings_third_round_carries_a_query_block_and_an_output_block_at_once():
+    s = Setting("A10", "Llama-2-7B", batch=1, context=24000)
+    rounds = [get_technique("context-parallel")(cp=4, method="tokenring", topology="pcie", metric="latency_s",
+                                                round=r).predict(s).breakdown["exchange_s"] for r in range(3)]
+    assert rounds[0] == pytest.approx(rounds[1])  # a query block forward only
+    assert rounds[2] > 1.5 * rounds[1]  # and round 1's output back through the same switch egress
+
+
+def test_a_round_outside_the_ring_or_an_unknown_metric_is_refused():
+    s = Setting("A10", "Llama-2-7B", batch=1, context=24000)
+    with pytest.raises(InvalidValueError, match="rounds are 0..3"):
+        get_technique("context-parallel")(cp=4, metric="latency_s", round=4).predict(s)
+    with pytest.raises(InvalidValueError, match="speedup or latency_s"):
+        get_technique("context-parallel")(cp=4, metric="throughput").predict(s)
+
+
+@pytest.mark.parametrize("kept", [0.078, 0.25, 0.5])
+def test_pruning_tokens_from_every_layer_cuts_prefill_flops_at_least_in_proportion(kept):
+    # GEMM FLOPs scale with the tokens, attention's with their square: the cut is at least the tokens'
+    s = Setting("A100-SXM-80GB", "Vicuna-7B", batch=1, context=626)
+    p = get_technique("token-pruning")(step="prefill", metric="flops_reduction", kept_fraction=kept).predict(s)
+    kept_tokens = p.technique_cost["tokens_after_pruning"]
+    assert p.metric == "flops_reduction" and 1 - kept_tokens / 626 <= p.value < 1
+    half = get_technique("token-pruning")(step="prefill", metric="flops_reduction", kept_fraction=kept,
+                                          after_layer_fraction=0.5).predict(s)
+    assert half.value == pytest.approx(p.value / 2)

@@ -90,6 +90,9 @@ class ContextParallel(Technique):
         Param("linear_attention", 0, "0 or 1", "cost the model's attention as linear (LASP-2 on a softmax model, a what-if)", "-", 0, 1),
         Param("topology", "node", "name", "node: the device's own node (NVLink/NVSwitch where it has them); pcie: a PCIe "
               "box of its PCIe generation", "hwmodels.device_node, hwmodels.pcie_box"),
+        Param("metric", "speedup", "name", "speedup (the prefill) | latency_s (one ring round of one layer: its "
+              "attention or the exchange issued with it, whichever is longer)", "-"),
+        Param("round", 1, "index", "the round latency_s reports (0: the local, diagonal one)", "set per paper", 0, 4095),
     )
 
     def predict(self, s: Setting) -> Prediction:
@@ -98,6 +101,8 @@ class ContextParallel(Technique):
 
         import hwmodels as hw
 
+        if self.metric not in ("speedup", "latency_s"):
+            raise InvalidValueError(f"context-parallel predicts speedup or latency_s, not {self.metric!r}")
         step = steps.prefill(s.batch, s.context)
         if self.topology not in ("node", "pcie"):
             raise InvalidValueError(f"topology must be node or pcie, got {self.topology!r}")
@@ -107,18 +112,35 @@ class ContextParallel(Technique):
         kw = dict(precision=s.precision, tp=s.tp, pad=True, topology=topology)
         linear = {"linear_attention": bool(self.linear_attention) and self.method == "lasp2"}
         new = context_parallel_cost(s.llm, s.gpu, step, self.cp, self.method, **kw, **linear)
+        base = None
         if self.baseline == "single-gpu":
             base_t, base_what = float(step_cost(s.llm, s.gpu, step, s.precision, s.tp).time_s), "one GPU"
         else:
             base = context_parallel_cost(s.llm, s.gpu, step, self.cp, self.baseline, **kw,
                                          linear_attention=bool(self.linear_attention) and self.baseline == "lasp2")
             base_t, base_what = float(base.time_s), f"{self.baseline} over {self.cp} GPUs"
+        if self.metric == "latency_s":
+            return self._round(s, new, base)
         t = float(new.time_s)
         d = new.as_dict()
         return self.prediction("speedup", base_t / t, s, {"what": base_what, "time_s": base_t},
                           {"what": f"{d['method']} over {self.cp} GPUs", "time_s": t, "breakdown": d["breakdown"]},
                           d["breakdown"], f"prefill of {s.context} tokens: {base_what} {base_t * 1e3:.3g} ms, "
                           f"{d['method']} {t * 1e3:.3g} ms")
+
+    def _round(self, s: Setting, new, base) -> Prediction:
+        r = self.round
+        if r >= self.cp:
+            raise InvalidValueError(f"round {r} of a {self.cp}-GPU ring: rounds are 0..{self.cp - 1}")
+        t, compute, comm = float(new.round_s[r]), float(new.round_compute_s[r]), float(new.round_comm_s[r])
+        baseline = {"what": "no baseline"} if base is None else {"what": f"{self.baseline}, round {r}",
+                                                                   "time_s": float(base.round_s[r])}
+        bound = "communication" if comm > compute else "attention compute"
+        return self.prediction("latency_s", t, s, baseline,
+                               {"what": f"{self.method}, round {r} of one layer", "time_s": t},
+                               {"attention_s": compute, "exchange_s": comm, "bound": bound},
+                               f"round {r} of {self.cp} for one layer over {s.context} tokens: attention {compute * 1e3:.3g} ms, "
+                               f"exchange issued with it {comm * 1e3:.3g} ms ({bound}-bound)")
 
 
 TECHNIQUES = (Hydragen, LeanAttention, ContextParallel)

@@ -163,8 +163,9 @@ def table() -> str:
             if c.predicted is None:
                 continue
             where = f"{c.predict.get('model', '')}, {c.predict.get('device', '')}"
-            knobs = ", ".join(f"{k} {v:g}" for k, v in c.predict.get("set", {}).items()
-                              if k in ("mean_accepted_tokens", "sequential", "prefix_tokens", "kept_fraction"))
+            knobs = ", ".join(f"{k} {v:g}" if isinstance(v, (int, float)) else f"{k} {v}"
+                              for k, v in c.predict.get("set", {}).items()
+                              if k in ("mean_accepted_tokens", "sequential", "prefix_tokens", "kept_fraction", "method", "round"))
             lines.append(f"| {p.slug} | {c.predict['technique']}{f' ({knobs})' if knobs else ''} | {c.metric} | {where} | {c.reported:.3g} | {c.predicted:.3g} | {c.error:+.0%} | "
                          f"{'yes' if c.assumed else 'no'} |")
     return "\n".join(lines)

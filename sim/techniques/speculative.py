@@ -228,7 +228,8 @@ class DraftFree(DecodeLoopTechnique):
     name = "draft-free"
     summary = "candidates come from a lookup (the prompt, earlier outputs, an n-gram or token table), not from a GPU model"
     citation = ("Luo et al., Token Recycling, arXiv:2408.08696; Liu et al., ADED, arXiv:2407.08223; Dumitru et al., "
-                "CopySpec, arXiv:2502.08923; Sun et al., Aggressive Decoding, arXiv:2205.10350")
+                "CopySpec, arXiv:2502.08923; Sun et al., Aggressive Decoding, arXiv:2205.10350; Teng et al., Speculative Jacobi "
+                "Decoding, arXiv:2410.01699 (its drafts are the previous Jacobi iteration's outputs)")
     params = (
         Param("verify_tokens", 16, "tokens", "candidate tokens verified per round per sequence", "set per paper", 1, 4096),
         Param("tree", 1, "0 or 1", "1: the candidates form a tree (tree mask), 0: a chain", "set per paper", 0, 1),

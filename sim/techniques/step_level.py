@@ -99,13 +99,24 @@ class TokenPruning(Technique):
     params = (Param("kept_fraction", 0.25, "fraction", "prompt tokens kept after pruning", "set per paper", 0.0, 1.0),
               Param("prunable_fraction", 1.0, "fraction", "share of the prompt that may be pruned (the vision tokens)", "set per paper", 0.0, 1.0),
               Param("after_layer_fraction", 0.0, "fraction", "share of the layers run on every token before pruning", "set per paper", 0.0, 1.0),
-              STEP)
+              STEP, Param("metric", "speedup", "name", "speedup | flops_reduction (1 - the step's FLOPs over the baseline's)", "-"))
 
     def predict(self, s: Setting) -> Prediction:
+        if self.metric not in ("speedup", "flops_reduction"):
+            raise InvalidValueError(f"token-pruning predicts speedup or flops_reduction, not {self.metric!r}")
         kept_tokens = max(1, round(s.context * (1 - self.prunable_fraction * (1 - self.kept_fraction))))
         base = step_cost(s.llm, s.gpu, _step(s, self.step), s.precision, s.tp)
         pruned = step_cost(s.llm, s.gpu, _step(s, self.step, kept_tokens), s.precision, s.tp)
         a = self.after_layer_fraction
+        if self.metric == "flops_reduction":
+            base_flops = float(base.flops)
+            flops = a * base_flops + (1 - a) * float(pruned.flops)
+            return self.prediction("flops_reduction", 1 - flops / base_flops, s,
+                                   {"what": base.step.description, "flops": base_flops},
+                                   {"what": self.summary, "flops": flops, "tokens_after_pruning": kept_tokens},
+                                   {"gemm_and_attention_flops_baseline": base_flops, "flops_after_pruning": flops},
+                                   f"{s.context} -> {kept_tokens} tokens for {1 - a:.0%} of the layers: {self.step} "
+                                   f"{base_flops / 1e12:.3g} -> {flops / 1e12:.3g} TFLOP")
         new = a * float(base.time_s) + (1 - a) * float(pruned.time_s)
         return _speedup(self, s, base, new, {"tokens_after_pruning": kept_tokens},
                         f"{s.context} -> {kept_tokens} tokens for {1 - a:.0%} of the layers: {self.step} "
