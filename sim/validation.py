@@ -17,11 +17,29 @@ How each kind is predicted:
   Flash-Decoding -> ``split-kv``), plus one stream launch per kernel (the
   benchmarks call the kernels from Python); FLOP/s are computed with the
   source's own FLOP convention (``4 B S^2 H D``, halved when causal).
+- ``throughput`` at a fixed batch (TensorRT-LLM's static-batching tables):
+  the batch-1 formula above at the row's batch, ``batch x output`` tokens.
+- Rows under load (``requests`` and ``qps`` filled in) run through the serving
+  simulator (:mod:`sim.serving`): fixed-length requests as the sources
+  generate them, arriving all at once (``qps = inf``) or as a Poisson process
+  (the TensorRT-LLM serving table does not state its arrival process), on one
+  replica per ``tp`` GPUs. The engine's own settings, each from its source:
+  TensorRT-LLM's in-flight batching puts context and generation requests in
+  one iteration under ``max_num_tokens`` (its tuning guide,
+  ``performance-tuning-guide/tuning-max-batch-size-and-max-num-tokens``),
+  costed with the ``sarathi`` scheduler; ``trtllm-bench`` sizes
+  ``max_batch_size`` and ``max_num_tokens`` from the KV memory
+  (:func:`trtllm_bench_engine`) and gives the KV cache 95% of memory; the Triton
+  backend's engine keeps ``trtllm-build``'s default ``max_num_tokens`` of 8192
+  and 90% for KV. vLLM 0.6.0 runs prefill-first (``vllm``), 256 sequences,
+  ``max_num_batched_tokens = max(max_model_len, 2048)`` = 8192, 90% of memory.
+  MLPerf's OpenOrca rows need its length distribution, which is not shipped.
 """
 
 from __future__ import annotations
 
 import csv
+import math
 import statistics
 from dataclasses import dataclass
 from importlib import resources
@@ -94,15 +112,89 @@ def _precision(row) -> Precision:
     return Precision(weight_bits=w, activation_bits=8 if fp8 else 16, kv_bits=kv)
 
 
-def _generation_tokens_per_s(row) -> tuple[float, str]:
+def _generation_tokens_per_s(row, batch: int = 1) -> tuple[float, str]:
+    """Tokens per second of each of ``batch`` sequences generated together."""
     model, device, precision = get_model(row["model"]), _device(row), _precision(row)
     tp = _int(row, "tp", 1)
     prompt = _int(row, "input_tokens", 1)
     new = _int(row, "output_tokens", GPT_FAST_DEFAULT_NEW_TOKENS)
-    prefill = float(step_cost(model, device, steps.prefill(1, prompt), precision, tp=tp).time_s)
+    prefill = float(step_cost(model, device, steps.prefill(batch, prompt), precision, tp=tp).time_s)
     contexts = prompt + np.arange(new)
-    decode = float(np.sum(step_cost(model, device, steps.decode(1, contexts), precision, tp=tp).time_s))
-    return new / (prefill + decode), f"{new} tokens after a {prompt}-token prefill on {tp}x {device.name}"
+    decode = float(np.sum(step_cost(model, device, steps.decode(batch, contexts), precision, tp=tp).time_s))
+    what = f"{new} tokens after a {prompt}-token prefill" + (f", batch {batch}" if batch > 1 else "")
+    return new / (prefill + decode), f"{what} on {tp}x {device.name}"
+
+
+def _static_batch_tokens_per_s(row) -> tuple[float, str]:
+    batch = _int(row, "batch")
+    per_sequence, how = _generation_tokens_per_s(row, batch)
+    total = batch * per_sequence
+    if row["metric"] == "output_tokens_per_s_per_gpu":
+        return total / _int(row, "n_gpus", 1), how + ", per GPU"
+    return total, how
+
+
+#: Llama 3 has Llama 3.1's layer shapes (3.1 extends only the RoPE range): the catalog's 3.1 configs cost it
+_SAME_SHAPE = {"Llama-3-8B": "Llama-3.1-8B", "Llama-3-70B": "Llama-3.1-70B"}
+#: trtllm-build's default max_num_tokens (TensorRT-LLM docs, "Tuning Max Batch Size and Max Num Tokens")
+TRTLLM_BUILD_MAX_NUM_TOKENS = 8192
+
+
+def trtllm_bench_engine(model, device: hw.Device, tp: int, precision: Precision, isl: int, osl: int) -> tuple[int, int]:
+    """``(max_batch_size, max_num_tokens)`` as ``trtllm-bench build`` picks them for an ISL/OSL
+    (``tensorrt_llm/bench/build/tuning.py``, ``calc_engine_setting`` and ``finetune_setting``, NVIDIA/TensorRT-LLM
+    @ 04cba88; v0.17's is assumed the same): the requests of ``isl + osl`` tokens that 95% of the memory left
+    after the weights holds, capped at 4096, rounded up; tokens ``batch x (1 + isl/osl)``, capped at 32768."""
+    kv_per_token = 2 * model.num_layers * max(tp, model.num_kv_heads) * model.head_dim * precision.kv_bits / 8
+    free = device.memory_bytes * tp - model.params_total * precision.weight_bits / 8
+    raw_bs = min(0.95 * free / (kv_per_token * (isl + osl)), 4096)
+    raw_tokens = min(raw_bs * (1 + isl / osl), 32768)
+    if raw_bs < 256:
+        bs = max(64, 32 * math.ceil(raw_bs / 32))
+    else:
+        bs = (128 if raw_bs < 1024 else 256) * math.ceil(raw_bs / (128 if raw_bs < 1024 else 256))
+    step = 256 if raw_tokens < 4096 else (512 if raw_tokens < 8192 else 1024)
+    tokens = max(2048, step * math.ceil(raw_tokens / step)) if raw_tokens < 4096 else step * math.ceil(raw_tokens / step)
+    return bs, tokens
+
+
+def _serving(row) -> tuple[float, str]:
+    from sim.serving import ServingConfig, Workload, arrivals, simulate
+
+    model = get_model(_SAME_SHAPE.get(row["model"], row["model"]))
+    device, precision = _device(row), _precision(row)
+    tp = _int(row, "tp") or _int(row, "n_gpus", 1)
+    isl, osl, n = _int(row, "input_tokens"), _int(row, "output_tokens"), _int(row, "requests")
+    if isl is None or osl is None:
+        raise _NoModel("its requests' lengths follow a dataset (OpenOrca) whose distribution is not shipped")
+    qps = float(row["qps"])
+    framework = row["framework"].lower()
+    if framework.startswith("vllm"):
+        config = ServingConfig(scheduler="vllm", max_num_seqs=256, token_budget=8192, gpu_memory_utilization=0.9)
+        engine = "vLLM prefill-first, 256 sequences, 8192 tokens per prefill"
+    elif "triton" in framework:
+        config = ServingConfig(scheduler="sarathi", max_num_seqs=2048, token_budget=TRTLLM_BUILD_MAX_NUM_TOKENS,
+                               gpu_memory_utilization=0.9)
+        engine = f"in-flight batching, max_num_tokens {TRTLLM_BUILD_MAX_NUM_TOKENS}"
+    elif framework.startswith("tensorrt-llm"):
+        bs, tokens = trtllm_bench_engine(model, device, tp, precision, isl, osl)
+        config = ServingConfig(scheduler="sarathi", max_num_seqs=bs, token_budget=tokens, gpu_memory_utilization=0.95)
+        engine = f"in-flight batching, trtllm-bench's max_batch_size {bs}, max_num_tokens {tokens}"
+    else:
+        raise _NoModel(f"no serving setup for {row['framework']}")
+    rng = np.random.default_rng(0)
+    none = np.full(n, -1)
+    work = Workload(arrivals(n, qps, rng), np.full(n, isl), np.full(n, osl), none, np.zeros(n, dtype=np.int64))
+    result = simulate(work, device, model, tp=tp, precision=precision, config=config).summary()
+    if result["completed"] != n:
+        raise _NoModel(f"the simulated run completed {result['completed']} of {n} requests")
+    metric = row["metric"]
+    value = {"output_tokens_per_s": result["throughput_tokens_per_s"], "requests_per_s": result["requests_per_s"],
+             "ttft_s": result["ttft_s"]["mean"], "itl_s": result["tbt_s"]["mean"]}.get(metric)
+    if value is None:
+        raise _NoModel(f"no serving metric {metric}")
+    return value, (f"serving simulator: {n} requests of {isl}/{osl} tokens at {qps:g} QPS on {tp}x {device.name}, "
+                   f"{engine}")
 
 
 def _ttft(row) -> tuple[float, str]:
@@ -157,7 +249,11 @@ def predict(row: dict) -> Prediction:
     kind, metric = row["kind"], row["metric"]
     measured = float(row["value"])
     try:
-        if kind == "decode_step" and metric == "tokens_per_s_per_sequence":
+        if row.get("requests"):
+            value, how = _serving(row)
+        elif kind == "throughput" and row.get("batch"):
+            value, how = _static_batch_tokens_per_s(row)
+        elif kind == "decode_step" and metric == "tokens_per_s_per_sequence":
             value, how = _generation_tokens_per_s(row)
         elif kind == "prefill" and metric == "ttft_s" and row.get("batch"):
             value, how = _ttft(row)
