@@ -13,7 +13,9 @@
 - ``context-parallel``: a long prefill over ``cp`` GPUs by ring pass-KV,
   pass-Q, TokenRing's bidirectional exchange, or LASP-2's all-gather
   (:func:`sim.context_parallel.context_parallel_cost`), against another method
-  or one GPU. Metric: ``speedup``.
+  or one GPU. Metric: ``speedup`` of the prefill, or ``latency_s`` of one ring
+  round of one layer (the longer of its attention and the exchange issued with
+  it, as TokenRing's traces show them).
 """
 
 from __future__ import annotations

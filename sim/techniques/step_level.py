@@ -10,7 +10,8 @@ against the unchanged one at the same setting:
   skipping, Liu et al., arXiv:2404.06954): the per-layer work scales down.
 - ``token-pruning``: a fraction of the prompt's tokens (e.g. vision tokens) is
   dropped before the layers that follow (MustDrop, Liu et al., arXiv:2411.10803;
-  ZipVL, He et al., arXiv:2410.08584): a shorter prefill and a shorter cache.
+  ZipVL, He et al., arXiv:2410.08584): a shorter prefill and a shorter cache;
+  its ``speedup``, or the ``flops_reduction`` of the step (as MustDrop reports it).
 - ``parallel-encoding``: context chunks are prefilled independently, each
   attending only to itself (APE, Yang et al., arXiv:2502.05431): attention
   pairs fall from ``T^2/2`` to ``T^2/(2n)`` for ``n`` chunks.
@@ -114,7 +115,7 @@ class TokenPruning(Technique):
             return self.prediction("flops_reduction", 1 - flops / base_flops, s,
                                    {"what": base.step.description, "flops": base_flops},
                                    {"what": self.summary, "flops": flops, "tokens_after_pruning": kept_tokens},
-                                   {"gemm_and_attention_flops_baseline": base_flops, "flops_after_pruning": flops},
+                                   {"baseline_flops": base_flops, "flops_after_pruning": flops},
                                    f"{s.context} -> {kept_tokens} tokens for {1 - a:.0%} of the layers: {self.step} "
                                    f"{base_flops / 1e12:.3g} -> {flops / 1e12:.3g} TFLOP")
         new = a * float(base.time_s) + (1 - a) * float(pruned.time_s)
