@@ -105,6 +105,14 @@ def _device(row) -> hw.Device:
     return device
 
 
+#: Llama 3 has Llama 3.1's layer shapes (3.1 extends only the RoPE range): the catalog's 3.1 configs cost it
+_SAME_SHAPE = {"Llama-3-8B": "Llama-3.1-8B", "Llama-3-70B": "Llama-3.1-70B"}
+
+
+def _model(row):
+    return get_model(_SAME_SHAPE.get(row["model"], row["model"]))
+
+
 def _precision(row) -> Precision:
     w = _int(row, "weight_bits", 16)
     kv = _int(row, "kv_bits", 16)
@@ -114,7 +122,7 @@ def _precision(row) -> Precision:
 
 def _generation_tokens_per_s(row, batch: int = 1) -> tuple[float, str]:
     """Tokens per second of each of ``batch`` sequences generated together."""
-    model, device, precision = get_model(row["model"]), _device(row), _precision(row)
+    model, device, precision = _model(row), _device(row), _precision(row)
     tp = _int(row, "tp", 1)
     prompt = _int(row, "input_tokens", 1)
     new = _int(row, "output_tokens", GPT_FAST_DEFAULT_NEW_TOKENS)
@@ -134,8 +142,6 @@ def _static_batch_tokens_per_s(row) -> tuple[float, str]:
     return total, how
 
 
-#: Llama 3 has Llama 3.1's layer shapes (3.1 extends only the RoPE range): the catalog's 3.1 configs cost it
-_SAME_SHAPE = {"Llama-3-8B": "Llama-3.1-8B", "Llama-3-70B": "Llama-3.1-70B"}
 #: trtllm-build's default max_num_tokens (TensorRT-LLM docs, "Tuning Max Batch Size and Max Num Tokens")
 TRTLLM_BUILD_MAX_NUM_TOKENS = 8192
 
@@ -161,7 +167,7 @@ def trtllm_bench_engine(model, device: hw.Device, tp: int, precision: Precision,
 def _serving(row) -> tuple[float, str]:
     from sim.serving import ServingConfig, Workload, arrivals, simulate
 
-    model = get_model(_SAME_SHAPE.get(row["model"], row["model"]))
+    model = _model(row)
     device, precision = _device(row), _precision(row)
     tp = _int(row, "tp") or _int(row, "n_gpus", 1)
     isl, osl, n = _int(row, "input_tokens"), _int(row, "output_tokens"), _int(row, "requests")
@@ -198,7 +204,7 @@ def _serving(row) -> tuple[float, str]:
 
 
 def _ttft(row) -> tuple[float, str]:
-    model, device, precision = get_model(row["model"]), _device(row), _precision(row)
+    model, device, precision = _model(row), _device(row), _precision(row)
     tp = _int(row, "tp", 1)
     step = steps.prefill(_int(row, "batch", 1), _int(row, "input_tokens"))
     return float(step_cost(model, device, step, precision, tp=tp).time_s), step.description
