@@ -149,6 +149,7 @@ status = "modelled"
 reason = ""
 family = "training"
 mechanism = "states in 8 bits"
+technique = "8bit-optimizer"  # the paper's
 
 [[claims]]
 metric = "memory_ratio"
@@ -186,8 +187,11 @@ def test_a_valid_file_loads_and_its_claim_is_predicted(tmp_path):
     (lambda t: t.replace('metric = "memory_ratio"\n', ""), "claims[0].metric"),
     (lambda t: t.replace('reported = 0.25\n', ""), "claims[0].reported"),
     (lambda t: t.replace('locator = "Table 1"\n', ""), "claims[0].locator"),
+    (lambda t: t.replace('technique = "8bit-optimizer"  # the paper\'s\n', ""), "technique"),
+    (lambda t: t.replace('technique = "8bit-optimizer"  #', 'technique = "8bit-optimiser"  #'), "technique"),
 ], ids=["bad-toml", "no-status", "unknown-status", "pending-without-reason", "modelled-without-predict",
-        "predict-without-technique", "no-title", "claim-without-metric", "claim-without-reported", "claim-without-locator"])
+        "predict-without-technique", "no-title", "claim-without-metric", "claim-without-reported", "claim-without-locator",
+        "no-technique", "unknown-technique"])
 def test_a_malformed_file_is_refused_naming_the_file_and_the_field(tmp_path, edit, field):
     path = write(tmp_path, edit(VALID))
     with pytest.raises((RegistryError, DataFileError)) as exc:
@@ -254,3 +258,18 @@ def test_the_readme_shows_the_papers_table():
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     for line in papers.table().splitlines()[2:]:
         assert line in readme, f"README is out of date; rerun python -m sim.techniques.papers: missing {line}"
+
+
+def test_every_paper_names_the_technique_that_models_it_or_none():
+    from sim.techniques import get_technique
+
+    reg = papers.registry()
+    for p in reg:
+        if p.technique:
+            get_technique(p.technique)  # a known name
+        if p.status == "modelled":
+            used = {c.predict["technique"] for c in p.claims if c.predict}
+            assert p.technique in used, (p.slug, p.technique, used)
+    speculative = [p for p in reg if p.family == "speculative" and p.status != "not-cost"]
+    assert all(p.technique for p in speculative if p.slug != "superposed-decoding"), \
+        [p.slug for p in speculative if not p.technique]

@@ -68,14 +68,17 @@ def cmd_papers(args: argparse.Namespace, console: Console) -> int:
         print_json([p.as_dict() for p in reg])
         return 0
     table = Table(title="seed papers: reported against predicted")
-    for col in ("paper", "status", "metric", "reported", "predicted", "error", "setting / reason"):
+    for col in ("paper", "status", "technique", "metric", "reported", "predicted", "error", "setting / reason"):
         table.add_column(col, justify="right" if col in ("reported", "predicted", "error") else "left")
     for p in reg:
         shown = [c for c in p.claims if c.predicted is not None] or p.claims[:1]
         if not shown:
-            table.add_row(p.title[:60], p.status, "", "", "", "", p.reason[:80])
+            table.add_row(p.title[:60], p.status, p.technique, "", "", "", "", p.reason[:80])
         for i, c in enumerate(shown):
-            table.add_row(p.title[:60] if i == 0 else "", p.status if i == 0 else "", c.metric, f"{c.reported:.3g}",
+            first = i == 0
+            table.add_row(p.title[:60] if first else "", p.status if first else "",
+                          (c.predict or {}).get("technique", p.technique) if c.predicted is not None else p.technique,
+                          c.metric, f"{c.reported:.3g}",
                           "-" if c.predicted is None else f"{c.predicted:.3g}",
                           "-" if c.error is None else f"{c.error:+.0%}",
                           ", ".join(f"{k} {v}" for k, v in c.setting.items() if k != "baseline")[:80] if c.predicted is not None

@@ -69,11 +69,13 @@ class Paper:
     reason: str
     family: str
     mechanism: str
+    technique: str = ""  # the technique that models the mechanism ("": none does yet)
     claims: list[Claim] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {"slug": self.slug, "title": self.title, "arxiv": self.arxiv, "status": self.status, "reason": self.reason,
-                "family": self.family, "mechanism": self.mechanism, "claims": [c.as_dict() for c in self.claims]}
+                "family": self.family, "mechanism": self.mechanism, "technique": self.technique,
+                "claims": [c.as_dict() for c in self.claims]}
 
 
 def _require(doc: dict, key: str, path: Path, where: str = ""):
@@ -103,8 +105,14 @@ def load_paper(path: Path) -> Paper:
                             _require(c, "locator", path, where), predict, c.get("note", ""), str(path)))
     if status == "modelled" and not any(c.predict for c in claims):
         raise RegistryError(f"{path}: a modelled paper needs at least one claim with a predict table")
+    technique = _require(doc, "technique", path)
+    if technique:
+        try:
+            get_technique(technique)
+        except KernelabError as exc:
+            raise RegistryError(f"{path}: technique: {exc}") from None
     return Paper(path.stem, _require(doc, "title", path), doc.get("arxiv", ""), status, doc.get("reason", ""),
-                 doc.get("family", ""), doc.get("mechanism", ""), claims)
+                 doc.get("family", ""), doc.get("mechanism", ""), technique, claims)
 
 
 def predict_claim(claim: Claim) -> Claim:
