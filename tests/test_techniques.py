@@ -20,7 +20,7 @@ from sim.cost import step_cost
 from sim.model import get_model
 from sim.precision import Precision
 from sim.techniques import LAYERS, TECHNIQUES, Setting, get_technique
-from sim.techniques.speculative import expected_tokens
+from sim.techniques.speculative import DecodeLoopTechnique, expected_tokens
 
 #: one runnable example per technique: (parameters, setting); a technique not named here is predicted
 #: with its defaults on the default setting
@@ -42,6 +42,11 @@ EXAMPLES = {
     "shared-prefix-serving": ({"prefix_tokens": 1024, "output_tokens": 16}, Setting("A100-SXM-80GB", "Llama-2-7B", batch=64)),
     "8bit-optimizer": ({}, Setting(model="Llama-2-7B")),
     "streaming-diloco": ({}, Setting(model="Llama-2-7B")),
+    "block-decoding": ({"block_tokens": 16}, Setting("H100-SXM", "Llama-2-7B", context=2048)),
+    "superposed": ({"drafts": 3}, Setting("A100-SXM-80GB", "Llama-2-7B", context=512)),
+    "kv-edit": ({"edit_tokens": 16}, Setting("A100-SXM-80GB", "DeepSeek-Coder-6.7B", context=8000)),
+    "grad-compression": ({"bits": 8}, Setting("H100-SXM", "Llama-2-7B")),
+    "cp-decode": ({"cp": 8}, Setting("H100-SXM", "Llama-3.1-8B", context=262144)),
 }
 _predictions: dict = {}
 
@@ -200,7 +205,8 @@ def test_expected_tokens_limits_are_one_token_and_every_draft_plus_one(gamma):
     assert expected_tokens(1 - 1e-9, gamma) == pytest.approx(gamma + 1, rel=1e-6)  # continuous at alpha = 1
 
 
-DECODE_LOOP = sorted(n for n, t in TECHNIQUES.items() if t.layer == "decode-loop")
+# the draft-and-verify techniques (superposed decoding acts on the decode loop too, without rounds)
+DECODE_LOOP = sorted(n for n, t in TECHNIQUES.items() if issubclass(t, DecodeLoopTechnique))
 
 
 @pytest.mark.parametrize("name", DECODE_LOOP)
@@ -691,3 +697,60 @@ def test_pruning_tokens_from_every_layer_cuts_prefill_flops_at_least_in_proporti
     half = get_technique("token-pruning")(step="prefill", metric="flops_reduction", kept_fraction=kept,
                                           after_layer_fraction=0.5).predict(s)
     assert half.value == pytest.approx(p.value / 2)
+
+
+# -- block decoding, superposed decoding, KV reuse after an edit, compressed gradients, tree-reduction decode -----------
+@pytest.mark.parametrize("device", ["A100-SXM-80GB", "H100-SXM"])
+def test_a_block_of_one_token_is_plain_decoding_and_a_block_buys_less_than_its_size(device):
+    s = Setting(device, "Llama-2-7B", batch=8, context=2048)
+    assert get_technique("block-decoding")(block_tokens=1).predict(s).value == pytest.approx(1.0, rel=0.02)
+    p = get_technique("block-decoding")(block_tokens=16).predict(s)
+    assert 1.0 < p.value < 16.0
+    assert p.value == pytest.approx(16 / p.breakdown["verify_over_decode"])
+
+
+def test_superposed_decoding_beats_k_sequential_generations_by_k_and_a_batch_of_k_by_the_batch_cost():
+    s = Setting("A100-SXM-80GB", "Llama-2-7B", batch=1, context=512)
+    sequential = get_technique("superposed")(drafts=3, baseline="sequential").predict(s)
+    batched = get_technique("superposed")(drafts=3, baseline="batched").predict(s)
+    assert sequential.value == pytest.approx(3.0)
+    assert 1.0 <= batched.value < 1.5  # at batch 1 a step streams the weights whatever the batch
+    with pytest.raises(InvalidValueError, match="batched or sequential"):
+        get_technique("superposed")(baseline="parallel").predict(s)
+
+
+@pytest.mark.parametrize("position", [0.1, 0.5, 0.9])
+def test_keeping_the_cache_after_an_edit_wins_more_the_earlier_the_edit(position):
+    s = Setting("A100-SXM-80GB", "DeepSeek-Coder-6.7B", batch=1, context=8000)
+    p = get_technique("kv-edit")(edit_position=position, edit_tokens=16).predict(s)
+    b = p.breakdown
+    assert p.value == pytest.approx(b["recompute_s"] / (b["edited_prefill_s"] + b["rotate_keys_s"]))
+    later = get_technique("kv-edit")(edit_position=min(position + 0.05, 0.99), edit_tokens=16).predict(s)
+    assert later.value < p.value
+    flops = get_technique("kv-edit")(edit_position=position, metric="flops_reduction").predict(s)
+    assert 0 < flops.value < 1
+
+
+def test_an_edit_past_the_end_of_the_context_is_refused():
+    with pytest.raises(InvalidValueError, match="does not fit"):
+        get_technique("kv-edit")(edit_position=0.99, edit_tokens=500).predict(Setting(model="Llama-2-7B", context=1000))
+
+
+@pytest.mark.parametrize(("params", "ratio"), [({"bits": 8}, 4.0), ({"bits": 4}, 8.0),
+                                                ({"bits": 32, "kept_fraction": 0.01}, 32 / (0.01 * 64))])
+def test_compressed_gradients_send_the_bits_kept_plus_an_index_per_top_k_value(params, ratio):
+    p = get_technique("grad-compression")(**params).predict(Setting("H100-SXM", "Llama-2-7B"))
+    assert p.value == pytest.approx(ratio)
+    assert p.breakdown["dense_all_reduce_s"] > 0 and p.breakdown["compressed_all_gather_s"] > 0
+
+
+def test_tree_decode_splits_the_attention_and_pays_two_small_all_reduces():
+    s = Setting("H100-SXM", "Llama-3.1-8B", batch=1, context=262144)
+    single = get_technique("cp-decode")(cp=8, baseline="single-gpu").predict(s)
+    ring = get_technique("cp-decode")(cp=8, baseline="ring").predict(s)
+    b = single.breakdown
+    assert single.value == pytest.approx(b["baseline_s"] / (b["local_attention_s"] + b["merge_all_reduces_s"]))
+    assert 1.0 < single.value < 8.0  # never more than the GPUs
+    assert ring.value > single.value  # the ring moves the whole cache; the tree a few numbers per head
+    short = get_technique("cp-decode")(cp=8, baseline="single-gpu").predict(Setting("H100-SXM", "Llama-3.1-8B", context=1024))
+    assert short.value < 1.0  # at a short context the all-reduces cost more than the attention saved

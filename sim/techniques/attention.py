@@ -16,6 +16,10 @@
   or one GPU. Metric: ``speedup`` of the prefill, or ``latency_s`` of one ring
   round of one layer (the longer of its attention and the exchange issued with
   it, as TokenRing's traces show them).
+- ``cp-decode``: decode attention over a cache split by sequence across GPUs,
+  merged by a tree all-reduce (Tree Attention, Shyam et al., arXiv:2408.04093),
+  against Ring Attention's passing of K,V blocks or one GPU. Metric: ``speedup``
+  of one layer's decode attention.
 """
 
 from __future__ import annotations
@@ -145,4 +149,58 @@ class ContextParallel(Technique):
                                f"exchange issued with it {comm * 1e3:.3g} ms ({bound}-bound)")
 
 
-TECHNIQUES = (Hydragen, LeanAttention, ContextParallel)
+def _attention_layer_s(s: Setting, step) -> float:
+    """One layer's attention op in the step model (the split-KV decode kernel for a decode step)."""
+    from sim.cost import step_cost
+
+    cost = step_cost(s.llm, s.gpu, step, s.precision, s.tp)
+    return float(next(o for o in cost.ops if o.op.kind == "attention").time_s)
+
+
+class TreeDecode(Technique):
+    name = "cp-decode"
+    layer = "cluster"
+    summary = "decode attention over a KV cache split by sequence across GPUs: partial attention, then a tree all-reduce"
+    citation = "Shyam et al., Tree Attention, arXiv:2408.04093; the ring baseline: Liu et al., Ring Attention, arXiv:2310.01889"
+    params = (
+        Param("cp", 8, "GPUs", "GPUs the cached sequence is split over", "set per run", 2, 4096),
+        Param("baseline", "ring", "method", "ring (K,V blocks passed round the ring, as Ring Attention) | single-gpu", "-"),
+        Param("topology", "node", "name", "node: the device's own node; pcie: a PCIe box of its generation",
+              "hwmodels.device_node, hwmodels.pcie_box"),
+    )
+
+    def predict(self, s: Setting) -> Prediction:
+        """Each GPU attends its query to its ``L/cp`` cached tokens (the step model's decode attention); the partial
+        results merge exactly through two all-reduces, the running max (``b h`` fp32 values) and then the rescaled
+        numerators and denominators (``b h (d + 1)``), which NCCL runs as trees or rings (:func:`hwmodels.collective_time`).
+        The ring passes each GPU's K,V block on ``cp - 1`` times, each send overlapped with a block's attention.
+        Metric: ``speedup`` of one layer's decode attention."""
+        import hwmodels as hw
+
+        if self.topology not in ("node", "pcie"):
+            raise InvalidValueError(f"topology must be node or pcie, got {self.topology!r}")
+        m, b, cp = s.llm, s.batch, self.cp
+        topo = hw.pcie_box(s.gpu.pcie_gen, cp) if self.topology == "pcie" else hw.device_node(s.gpu, cp)
+        chunk = -(-s.context // cp)
+        local = _attention_layer_s(s, steps.decode(b, chunk))
+        heads = m.num_heads // s.tp
+        merge = sum(float(hw.collective_time("all_reduce", nbytes, topo).time_s)
+                    for nbytes in (b * heads * 4.0, b * heads * (m.head_dim + 1) * 4.0))
+        tree = local + merge
+        if self.baseline == "single-gpu":
+            base, what = _attention_layer_s(s, steps.decode(b, s.context)), "one GPU over the whole cache"
+        elif self.baseline == "ring":
+            kv_block = b * chunk * m.kv_bytes_per_token(s.precision.kv_bits) / m.num_layers / s.tp
+            send = float(hw.collective_time("sendrecv", kv_block, topo).time_s)
+            base, what = local + (cp - 1) * max(local, send), f"ring over {cp} GPUs ({kv_block / 1e6:.3g} MB K,V blocks)"
+        else:
+            raise InvalidValueError(f"baseline must be ring or single-gpu, got {self.baseline!r}")
+        return self.prediction("speedup", base / tree, s, {"what": what, "time_s": base},
+                               {"what": f"tree reduction over {cp} GPUs", "time_s": tree},
+                               {"local_attention_s": local, "merge_all_reduces_s": merge, "baseline_s": base},
+                               f"one layer's decode attention over {s.context} tokens: {what} {base * 1e6:.3g} us; "
+                               f"{cp} GPUs each over {chunk} tokens {local * 1e6:.3g} us plus two all-reduces "
+                               f"{merge * 1e6:.3g} us")
+
+
+TECHNIQUES = (Hydragen, LeanAttention, ContextParallel, TreeDecode)

@@ -169,4 +169,57 @@ class KVSparsity(Technique):
                           f"{b['attention_s'] / b['time_s']:.0%} of the decode step at batch {s.batch}, context {s.context}")
 
 
-TECHNIQUES = (KVQuantization, KVSparsity)
+class KVEdit(Technique):
+    name = "kv-edit"
+    layer = "step"
+    summary = "after an edit inside the context, keep the cache: re-rotate the keys after it and prefill only the edited tokens"
+    citation = "He et al., Let the Code LLM Edit Itself When You Edit the Code (PIE), arXiv:2407.03157"
+    params = (
+        Param("edit_position", 0.5, "fraction", "where the edit starts, as a fraction of the context", "set per task", 0.0, 1.0),
+        Param("edit_tokens", 16, "tokens", "tokens inserted or replaced by the edit", "set per task", 1, 1 << 24),
+        Param("metric", "speedup", "name", "speedup | flops_reduction", "-"),
+    )
+
+    def predict(self, s: Setting) -> Prediction:
+        """Full recomputation prefills every token from the edit on (``N - p`` tokens over a prefix of ``p``). PIE prefills
+        the ``E`` edited tokens over the same prefix and corrects the rotary position of the keys after them: a
+        read and a write of those keys, ``(N - p - E) x kv_heads x head_dim`` elements per layer, and a rotation
+        (6 FLOPs an element pair) -- memory-bound."""
+        from hwmodels.calibration import calibration
+        from sim.cost import time_op
+        from sim.graph import Op, Sharding
+
+        if self.metric not in ("speedup", "flops_reduction"):
+            raise InvalidValueError(f"kv-edit predicts speedup or flops_reduction, not {self.metric!r}")
+        m, d, n, e = s.llm, s.gpu, s.context, self.edit_tokens
+        start = min(int(round(self.edit_position * n)), n - 1)
+        if start + e > n:
+            raise InvalidValueError(f"an edit of {e} tokens at {start} does not fit a context of {n}")
+        full = step_cost(m, d, steps.prefill(s.batch, n - start, start), s.precision, s.tp)
+        edited = step_cost(m, d, steps.prefill(s.batch, e, start), s.precision, s.tp)
+        elements = float(s.batch * (n - start - e) * max(m.num_kv_heads // s.tp, 1) * m.head_dim)
+        rotate = Op(name="rerotate_keys", kind="memory", repeat=m.num_layers, flops=np.float64(3.0 * elements),
+                    weight_bytes=np.float64(0.0), activation_bytes=np.float64(0.0),
+                    kv_bytes=np.float64(2 * elements * s.precision.kv_bits / 8), dtype=s.precision.gemm_dtype)
+        cal = calibration(d)
+        rot = time_op(rotate, steps.decode(s.batch, n), m, Sharding(tp=s.tp), d, cal, cal.graph_launch_s or 0.0, "flash")
+        rotate_s = float(rot.total_s)
+        if self.metric == "flops_reduction":
+            base_flops = float(full.flops)
+            flops = float(edited.flops) + 3.0 * elements * m.num_layers
+            return self.prediction("flops_reduction", 1 - flops / base_flops, s,
+                                   {"what": f"recompute the {n - start} tokens from the edit on", "flops": base_flops},
+                                   {"what": self.summary, "flops": flops}, {"baseline_flops": base_flops, "flops": flops},
+                                   f"{n - start} tokens recomputed against {e} prefilled and {n - start - e} keys rotated: "
+                                   f"{base_flops / 1e12:.3g} -> {flops / 1e12:.3g} TFLOP")
+        t_full, t_new = float(full.time_s), float(edited.time_s) + rotate_s
+        return self.prediction("speedup", t_full / t_new, s,
+                               {"what": f"recompute the {n - start} tokens from the edit on", "time_s": t_full},
+                               {"what": self.summary, "time_s": t_new, "prefill_s": float(edited.time_s), "rotate_s": rotate_s},
+                               {"recompute_s": t_full, "edited_prefill_s": float(edited.time_s), "rotate_keys_s": rotate_s},
+                               f"an edit of {e} tokens at {start} of {n}: recomputing {n - start} tokens takes "
+                               f"{t_full * 1e3:.3g} ms; PIE prefills {e} ({float(edited.time_s) * 1e3:.3g} ms) and rotates "
+                               f"{n - start - e} tokens' keys ({rotate_s * 1e3:.3g} ms)")
+
+
+TECHNIQUES = (KVQuantization, KVSparsity, KVEdit)

@@ -276,5 +276,50 @@ class LongContextSpeculation(ChainSpeculation):
         return decode_loop(self, s, tau, self.draft_tokens + 1, draft_s, f"{what} over {short.context} retrieved tokens")
 
 
+class BlockDecoding(DecodeLoopTechnique):
+    name = "block-decoding"
+    summary = "a block of B tokens per forward pass, every one kept (semi-autoregressive: no draft, no rejection)"
+    citation = ("Ren et al., Next Block Prediction, arXiv:2502.07737; Zhao et al., Context Perception Parallel Decoder "
+                "(CPPD), arXiv:2307.12270")
+    params = (Param("block_tokens", 16, "tokens", "B, tokens predicted together in one forward pass", "set per paper", 1, 4096),)
+
+    def predict(self, s: Setting) -> Prediction:
+        # a pass over B query positions that keeps all B: a verification with tau = B and nothing drafted
+        # (the block's tokens attend causally here; bidirectionally within the block they add B(B-1)/2 pairs)
+        b = self.block_tokens
+        return decode_loop(self, s, float(b), b, 0.0, "none: the block is predicted, not drafted")
+
+
+class SuperposedDecoding(Technique):
+    name = "superposed"
+    layer = "decode-loop"
+    summary = "k drafts from one forward pass per token: their embeddings superposed, n-gram interpolation on the host picks each"
+    citation = "Shen et al., Superposed Decoding, arXiv:2405.18400"
+    params = (
+        Param("drafts", 3, "drafts", "k, generations produced together", "the paper: k >= 3", 1, 4096),
+        Param("baseline", "batched", "mode", "batched: the k drafts decoded as k sequences of one batch; sequential: one after "
+              "another", "-"),
+    )
+
+    def predict(self, s: Setting) -> Prediction:
+        """Per token, one decode step at the setting's batch (one superposed sequence per request; its n-gram lookups
+        on the host are not charged) against ``k`` sequences per request decoded together, or ``k`` steps in turn."""
+        k = self.drafts
+        one = decode_cost(s)
+        if self.baseline == "batched":
+            base = decode_cost(Setting(s.device, s.model, s.batch * k, s.context, s.tp, s.precision))
+            base_s, what = _t(base), f"{k} drafts as a batch of {s.batch * k} sequences"
+        elif self.baseline == "sequential":
+            base, base_s, what = one, k * _t(one), f"{k} drafts one after another"
+        else:
+            raise InvalidValueError(f"baseline must be batched or sequential, got {self.baseline!r}")
+        t = _t(one)
+        return self.prediction("speedup", base_s / t, s, {"what": what, "time_per_token_s": base_s, "breakdown": _bounds(base)},
+                               {"what": self.summary, "time_per_token_s": t, "breakdown": _bounds(one)},
+                               {"baseline_s": base_s, "superposed_s": t, "drafts": k},
+                               f"{k} drafts per request: {what} take {base_s * 1e3:.3g} ms a token, one superposed "
+                               f"step {t * 1e3:.3g} ms (and 1/{k} of the KV cache)")
+
+
 TECHNIQUES = (ChainSpeculation, ParallelDraftVerify, TreeSpeculation, DraftHeads, SelfSpeculation, DraftFree, MultiDraft,
-              LongContextSpeculation)
+              LongContextSpeculation, BlockDecoding, SuperposedDecoding)

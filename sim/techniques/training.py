@@ -10,10 +10,14 @@
   few bits (Douillard et al., arXiv:2501.18512); against data-parallel training
   that all-reduces 32-bit gradients every step. Metric: ``traffic_ratio``, bytes
   exchanged over the same steps, data-parallel over Streaming DiLoCo.
+- ``grad-compression``: data-parallel gradients sent quantized or top-k
+  sparsified, with error feedback (EControl, Gao et al., arXiv:2311.05645).
+  Metric: ``traffic_ratio``; the breakdown has the two exchanges' times.
 """
 
 from __future__ import annotations
 
+from hwmodels.errors import InvalidValueError
 from sim.techniques.base import Param, Prediction, Setting, Technique
 
 
@@ -63,4 +67,44 @@ class StreamingDiLoCo(Technique):
                           f"instead of every step in {self.gradient_bits}: {ratio:,.0f}x fewer bytes")
 
 
-TECHNIQUES = (EightBitOptimizer, StreamingDiLoCo)
+class GradientCompression(Technique):
+    name = "grad-compression"
+    layer = "training"
+    summary = "each worker sends compressed gradients (a few bits, or the top-k with their indices); the error is fed back"
+    citation = "Gao et al., EControl: Fast Distributed Optimization with Compression and Error Control, arXiv:2311.05645"
+    params = (
+        Param("bits", 8, "bits", "bits per value sent", "set per run", 1, 32),
+        Param("kept_fraction", 1.0, "fraction", "top-k: the share of values sent, each with a 32-bit index (1: all, no index)",
+              "set per run", 0.0, 1.0),
+        Param("gradient_bits", 32, "bits", "bits per gradient element of the uncompressed baseline", "fp32 all-reduce", 1, 32),
+        Param("workers", 8, "GPUs", "data-parallel workers, on the device's own node", "-", 2, 4096),
+    )
+
+    def predict(self, s: Setting) -> Prediction:
+        """``traffic_ratio = gradient_bits / (kept x (bits + index_bits))``, the bytes each worker sends. The error
+        feedback (EControl's error control) only changes what is sent, not how much. The exchange times are NCCL's
+        (:func:`hwmodels.collective_time`): an all-reduce of the dense gradients against an all-gather of every
+        worker's compressed ones, since compressed messages cannot be summed on the way."""
+        import hwmodels as hw
+
+        if self.kept_fraction <= 0:
+            raise InvalidValueError("kept_fraction must be above 0")
+        index_bits = 32 if self.kept_fraction < 1 else 0
+        sent_bits = self.kept_fraction * (self.bits + index_bits)
+        ratio = self.gradient_bits / sent_bits
+        params = s.llm.params_total
+        node = hw.device_node(s.gpu, self.workers)
+        dense = float(hw.collective_time("all_reduce", params * self.gradient_bits / 8, node).time_s)
+        compressed = float(hw.collective_time("all_gather", self.workers * params * sent_bits / 8, node).time_s)
+        return self.prediction("traffic_ratio", ratio, s,
+                               {"what": f"{self.gradient_bits}-bit all-reduce", "bytes_per_step": params * self.gradient_bits / 8,
+                                "exchange_s": dense},
+                               {"what": self.summary, "bytes_per_step": params * sent_bits / 8, "exchange_s": compressed},
+                               {"bits_sent_per_element": sent_bits, "dense_all_reduce_s": dense,
+                                "compressed_all_gather_s": compressed},
+                               f"{sent_bits:.3g} bits a gradient element instead of {self.gradient_bits}: {ratio:.3g}x fewer bytes; "
+                               f"over {self.workers} {s.gpu.name}: all-reduce {dense * 1e3:.3g} ms, all-gather of the "
+                               f"compressed {compressed * 1e3:.3g} ms")
+
+
+TECHNIQUES = (EightBitOptimizer, StreamingDiLoCo, GradientCompression)
