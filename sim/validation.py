@@ -20,20 +20,23 @@ How each kind is predicted:
 - ``throughput`` at a fixed batch (TensorRT-LLM's static-batching tables):
   the batch-1 formula above at the row's batch, ``batch x output`` tokens.
 - Rows under load (``requests`` and ``qps`` filled in) run through the serving
-  simulator (:mod:`sim.serving`): fixed-length requests as the sources
-  generate them, arriving all at once (``qps = inf``) or as a Poisson process
-  (the TensorRT-LLM serving table does not state its arrival process), on one
-  replica per ``tp`` GPUs. The engine's own settings, each from its source:
+  simulator (:mod:`sim.serving`): fixed-length requests (TensorRT-LLM's
+  synthetic ones are; vLLM's sonnet prompts, about 462/256 tokens on average,
+  are taken as fixed), arriving all at once (``qps = inf``) or as a Poisson
+  process (the TensorRT-LLM serving table does not state its arrival process),
+  on ``n_gpus / tp`` replicas. The engine's own settings, each from its source:
   TensorRT-LLM's in-flight batching puts context and generation requests in
   one iteration under ``max_num_tokens`` (its tuning guide,
   ``performance-tuning-guide/tuning-max-batch-size-and-max-num-tokens``),
   costed with the ``sarathi`` scheduler; ``trtllm-bench`` sizes
   ``max_batch_size`` and ``max_num_tokens`` from the KV memory
-  (:func:`trtllm_bench_engine`) and gives the KV cache 95% of memory; the Triton
-  backend's engine keeps ``trtllm-build``'s default ``max_num_tokens`` of 8192
-  and 90% for KV. vLLM 0.6.0 runs prefill-first (``vllm``), 256 sequences,
-  ``max_num_batched_tokens = max(max_model_len, 2048)`` = 8192, 90% of memory.
-  MLPerf's OpenOrca rows need its length distribution, which is not shipped.
+  (:func:`trtllm_bench_engine`) and gives the KV cache 95% of the memory left
+  (taken as 95% of all of it); the Triton backend's engine keeps
+  ``trtllm-build``'s default ``max_num_tokens`` of 8192 (its ``max_batch_size``
+  never binds at 2 QPS) and 90% for KV. vLLM 0.6.0 runs prefill-first
+  (``vllm``), 256 sequences, ``max_num_batched_tokens = max(max_model_len,
+  2048)`` = 8192, 90% of memory. MLPerf's rows are not predicted: their
+  OpenOrca lengths follow a distribution that is not shipped.
 """
 
 from __future__ import annotations
@@ -150,41 +153,73 @@ def trtllm_bench_engine(model, device: hw.Device, tp: int, precision: Precision,
     """``(max_batch_size, max_num_tokens)`` as ``trtllm-bench build`` picks them for an ISL/OSL
     (``tensorrt_llm/bench/build/tuning.py``, ``calc_engine_setting`` and ``finetune_setting``, NVIDIA/TensorRT-LLM
     @ 04cba88; v0.17's is assumed the same): the requests of ``isl + osl`` tokens that 95% of the memory left
-    after the weights holds, capped at 4096, rounded up; tokens ``batch x (1 + isl/osl)``, capped at 32768."""
+    after the weights holds, capped at 4096, rounded up; tokens ``batch x (1 + isl/osl)``, capped at 32768.
+    The tool reads the memory from NVML (81,559 MiB on an H100 80GB); this takes the catalog's capacity
+    (80 GB), so it may pick a bucket below the tool's."""
     kv_per_token = 2 * model.num_layers * max(tp, model.num_kv_heads) * model.head_dim * precision.kv_bits / 8
     free = device.memory_bytes * tp - model.params_total * precision.weight_bits / 8
     raw_bs = min(0.95 * free / (kv_per_token * (isl + osl)), 4096)
     raw_tokens = min(raw_bs * (1 + isl / osl), 32768)
     if raw_bs < 256:
         bs = max(64, 32 * math.ceil(raw_bs / 32))
+    elif raw_bs < 1024:
+        bs = 128 * math.ceil(raw_bs / 128)
     else:
-        bs = (128 if raw_bs < 1024 else 256) * math.ceil(raw_bs / (128 if raw_bs < 1024 else 256))
-    step = 256 if raw_tokens < 4096 else (512 if raw_tokens < 8192 else 1024)
-    tokens = max(2048, step * math.ceil(raw_tokens / step)) if raw_tokens < 4096 else step * math.ceil(raw_tokens / step)
+        bs = 256 * math.ceil(raw_bs / 256)
+    if raw_tokens < 4096:
+        tokens = max(2048, 256 * math.ceil(raw_tokens / 256))
+    elif raw_tokens < 8192:
+        tokens = 512 * math.ceil(raw_tokens / 512)
+    else:
+        tokens = 1024 * math.ceil(raw_tokens / 1024)
     return bs, tokens
 
 
 def _serving(row) -> tuple[float, str]:
-    from sim.serving import ServingConfig, Workload, arrivals, simulate
-
-    model = _model(row)
-    device, precision = _device(row), _precision(row)
-    tp = _int(row, "tp") or _int(row, "n_gpus", 1)
     isl, osl, n = _int(row, "input_tokens"), _int(row, "output_tokens"), _int(row, "requests")
     if isl is None or osl is None:
-        raise _NoModel("its requests' lengths follow a dataset (OpenOrca) whose distribution is not shipped")
-    qps = float(row["qps"])
+        raise _NoModel("the row gives no request lengths (its dataset's length distribution is not shipped)")
+    try:
+        qps = float(row["qps"])
+    except ValueError:
+        raise _NoModel(f"qps must be a number or inf, got {row['qps']!r}") from None
+    tp = _int(row, "tp") or _int(row, "n_gpus", 1)
+    replicas, left = divmod(_int(row, "n_gpus", tp), tp)
+    if left or not replicas:
+        raise _NoModel(f"{row['n_gpus']} GPUs are not whole replicas of tp={tp}")
+    key = (row["model"], row["device"], row["framework"], row["weight_bits"], row["kv_bits"], row["note"], tp, replicas,
+           isl, osl, n, qps)
+    if key not in _SERVED:  # a TTFT row and its ITL row share one run
+        _SERVED[key] = _serve(row, tp, replicas, isl, osl, n, qps)
+    result, how = _SERVED[key]
+    value = {"output_tokens_per_s": result["throughput_tokens_per_s"], "requests_per_s": result["requests_per_s"],
+             "ttft_s": result["ttft_s"]["mean"], "itl_s": result["tbt_s"]["mean"]}.get(row["metric"])
+    if value is None:
+        raise _NoModel(f"no serving metric {row['metric']}")
+    return value, how
+
+
+_SERVED: dict[tuple, tuple[dict, str]] = {}
+
+
+def _serve(row, tp: int, replicas: int, isl: int, osl: int, n: int, qps: float) -> tuple[dict, str]:
+    from sim.serving import ServingConfig, Workload, arrivals, simulate
+
+    model, device, precision = _model(row), _device(row), _precision(row)
     framework = row["framework"].lower()
+    common = {"replicas": replicas, "router": "least_loaded"}
     if framework.startswith("vllm"):
-        config = ServingConfig(scheduler="vllm", max_num_seqs=256, token_budget=8192, gpu_memory_utilization=0.9)
+        config = ServingConfig(scheduler="vllm", max_num_seqs=256, token_budget=8192, gpu_memory_utilization=0.9, **common)
         engine = "vLLM prefill-first, 256 sequences, 8192 tokens per prefill"
     elif "triton" in framework:
+        # trtllm-build's default max_batch_size (2048) never binds at 2 QPS
         config = ServingConfig(scheduler="sarathi", max_num_seqs=2048, token_budget=TRTLLM_BUILD_MAX_NUM_TOKENS,
-                               gpu_memory_utilization=0.9)
+                               gpu_memory_utilization=0.9, **common)
         engine = f"in-flight batching, max_num_tokens {TRTLLM_BUILD_MAX_NUM_TOKENS}"
     elif framework.startswith("tensorrt-llm"):
         bs, tokens = trtllm_bench_engine(model, device, tp, precision, isl, osl)
-        config = ServingConfig(scheduler="sarathi", max_num_seqs=bs, token_budget=tokens, gpu_memory_utilization=0.95)
+        config = ServingConfig(scheduler="sarathi", max_num_seqs=bs, token_budget=tokens, gpu_memory_utilization=0.95,
+                               **common)
         engine = f"in-flight batching, trtllm-bench's max_batch_size {bs}, max_num_tokens {tokens}"
     else:
         raise _NoModel(f"no serving setup for {row['framework']}")
@@ -194,13 +229,9 @@ def _serving(row) -> tuple[float, str]:
     result = simulate(work, device, model, tp=tp, precision=precision, config=config).summary()
     if result["completed"] != n:
         raise _NoModel(f"the simulated run completed {result['completed']} of {n} requests")
-    metric = row["metric"]
-    value = {"output_tokens_per_s": result["throughput_tokens_per_s"], "requests_per_s": result["requests_per_s"],
-             "ttft_s": result["ttft_s"]["mean"], "itl_s": result["tbt_s"]["mean"]}.get(metric)
-    if value is None:
-        raise _NoModel(f"no serving metric {metric}")
-    return value, (f"serving simulator: {n} requests of {isl}/{osl} tokens at {qps:g} QPS on {tp}x {device.name}, "
-                   f"{engine}")
+    where = f"{replicas} x {tp}" if replicas > 1 else f"{tp}x"
+    return result, (f"serving simulator: {n} requests of {isl}/{osl} tokens at {qps:g} QPS on {where} {device.name}, "
+                    f"{engine}")
 
 
 def _ttft(row) -> tuple[float, str]:
@@ -274,7 +305,7 @@ def predict(row: dict) -> Prediction:
 
 def _why_not(row) -> str:
     if row["kind"] == "throughput" or not row.get("batch"):
-        return "serving-level (in-flight batching under load): the serving simulator's to predict"
+        return "serving-level, not predicted: the row gives no request count, rate and lengths to simulate"
     if "bwd" in row["metric"]:
         return "includes the backward pass, which kernelab does not model"
     return f"no step-level predictor for {row['kind']}/{row['metric']}"

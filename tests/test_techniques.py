@@ -662,13 +662,24 @@ def test_block_transformer_global_layers_read_one_kv_entry_per_block():
 
 # -- per-round latency of a ring (TokenRing's traces) and FLOPs of token pruning ----------------------------------
 @pytest.mark.parametrize("method", ["pass-kv", "tokenring"])
-@pytest.mark.parametrize("round_", [0, 1, 2, 3])
-def test_a_ring_round_lasts_the_longer_of_its_attention_and_the_exchange_issued_with_it(method, round_):
-    s = Setting("A10", "Llama-2-7B", batch=1, context=24000)
-    p = get_technique("context-parallel")(cp=4, method=method, topology="pcie", metric="latency_s", round=round_).predict(s)
-    b = p.breakdown
-    assert p.metric == "latency_s" and p.value == max(b["attention_s"], b["exchange_s"]) > 0
-    assert b["bound"] == ("communication" if b["exchange_s"] > b["attention_s"] else "attention compute")
+@pytest.mark.parametrize(("device", "topology"), [("A10", "pcie"), ("H100-SXM", "node")])
+def test_a_rounds_latency_is_the_gap_between_its_start_and_the_next_rounds_on_the_layers_timeline(method, device, topology):
+    import hwmodels as hw
+    from sim import step as steps
+    from sim.context_parallel import context_parallel_cost
+
+    cp, s = 4, Setting(device, "Llama-2-7B", batch=1, context=24000)
+    topo = hw.pcie_box(s.gpu.pcie_gen, cp) if topology == "pcie" else None
+    cost = context_parallel_cost(s.llm, s.gpu, steps.prefill(1, 24000), cp, method, pad=True, topology=topo)
+    part = cost.parts[method]
+    start = part.variants[int(part.variant)].timeline.schedule().start
+    for r in range(cp - 1):
+        gap = float(start[f"attn_round_{r + 1}"] - start[f"attn_round_{r}"])
+        p = get_technique("context-parallel")(cp=cp, method=method, topology=topology, metric="latency_s",
+                                              round=r).predict(s)
+        assert p.value == pytest.approx(gap, rel=1e-12)
+        b = p.breakdown
+        assert b["bound"] == ("communication" if b["exchange_s"] > b["attention_s"] else "attention compute")
 
 
 def test_tokenrings_third_round_carries_a_query_block_and_an_output_block_at_once():
@@ -683,6 +694,8 @@ def test_a_round_outside_the_ring_or_an_unknown_metric_is_refused():
     s = Setting("A10", "Llama-2-7B", batch=1, context=24000)
     with pytest.raises(InvalidValueError, match="rounds are 0..3"):
         get_technique("context-parallel")(cp=4, metric="latency_s", round=4).predict(s)
+    with pytest.raises(InvalidValueError, match="no ring rounds"):
+        get_technique("context-parallel")(cp=4, method="lasp2", linear_attention=1, metric="latency_s").predict(s)
     with pytest.raises(InvalidValueError, match="speedup or latency_s"):
         get_technique("context-parallel")(cp=4, metric="throughput").predict(s)
 

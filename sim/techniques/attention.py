@@ -136,6 +136,8 @@ class ContextParallel(Technique):
 
     def _round(self, s: Setting, new, base) -> Prediction:
         r = self.round
+        if "lasp2" in (self.method, self.baseline):
+            raise InvalidValueError("LASP-2 has no ring rounds (one all-gather of states): latency_s is for the ring methods")
         if r >= self.cp:
             raise InvalidValueError(f"round {r} of a {self.cp}-GPU ring: rounds are 0..{self.cp - 1}")
         t, compute, comm = float(new.round_s[r]), float(new.round_compute_s[r]), float(new.round_comm_s[r])
