@@ -47,6 +47,7 @@ EXAMPLES = {
     "kv-edit": ({"edit_tokens": 16}, Setting("A100-SXM-80GB", "DeepSeek-Coder-6.7B", context=8000)),
     "grad-compression": ({"bits": 8}, Setting("H100-SXM", "Llama-2-7B")),
     "cp-decode": ({"cp": 8}, Setting("H100-SXM", "Llama-3.1-8B", context=262144)),
+    "encoder-decoder": ({}, Setting("L4", "Llama-2-7B", context=512)),
 }
 _predictions: dict = {}
 
@@ -767,3 +768,17 @@ def test_tree_decode_splits_the_attention_and_pays_two_small_all_reduces():
     assert ring.value > single.value  # the ring moves the whole cache; the tree a few numbers per head
     short = get_technique("cp-decode")(cp=8, baseline="single-gpu").predict(Setting("H100-SXM", "Llama-3.1-8B", context=1024))
     assert short.value < 1.0  # at a short context the all-reduces cost more than the attention saved
+
+
+@pytest.mark.parametrize("device", ["L4", "H100-SXM"])
+def test_an_encoder_decoder_decodes_with_its_decoder_layers_and_holds_their_share_of_the_cache(device):
+    s = Setting(device, "Llama-2-7B", batch=1, context=512)
+    steps_ = [get_technique("encoder-decoder")(encoder_fraction=f).predict(s).value for f in (0.25, 0.5, 0.75)]
+    assert 1.0 < steps_[0] < steps_[1] < steps_[2]  # fewer decoder layers, faster steps
+    half = get_technique("encoder-decoder")(encoder_fraction=0.5, metric="throughput_ratio").predict(s)
+    b = half.breakdown
+    assert b["kv_bytes_ratio"] == 0.5 and b["batch_encoder_decoder"] >= 2 * b["batch_baseline"] - 1
+    first = get_technique("encoder-decoder")(metric="ttft_speedup").predict(s)
+    assert first.value > 1.0 and first.breakdown["encoder_s"] < first.breakdown["baseline_s"]
+    with pytest.raises(InvalidValueError, match="ttft_speedup, speedup or throughput_ratio"):
+        get_technique("encoder-decoder")(metric="latency").predict(s)

@@ -19,9 +19,15 @@ against the unchanged one at the same setting:
   decoding (gated linear attention, Yang et al., arXiv:2312.06635; H3, Fu et
   al., arXiv:2212.14052): a decode step reads and writes a ``d_k x d_v`` state
   per head instead of the whole cache.
+- ``encoder-decoder``: the same layers split into an encoder over the prompt
+  and a cross-attending decoder (Return of the Encoder, Elfeki et al.,
+  arXiv:2501.16273): a shorter first token, fewer layers a decode step, a
+  smaller cache.
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 from hwmodels.calibration import calibration
 from hwmodels.errors import InvalidValueError
@@ -221,4 +227,85 @@ class BlockTransformer(Technique):
                           "(at equal parameters; the paper compares at equal perplexity)")
 
 
-TECHNIQUES = (WeightQuantization, LayerSkip, TokenPruning, ParallelEncoding, LinearAttention, BlockTransformer)
+class EncoderDecoder(Technique):
+    name = "encoder-decoder"
+    layer = "step"
+    summary = "the same layers split into a bidirectional encoder over the prompt and a decoder with cross-attention to it"
+    citation = "Elfeki et al., Return of the Encoder: Maximizing Parameter Efficiency for SLMs, arXiv:2501.16273"
+    params = (
+        Param("encoder_fraction", 0.5, "fraction", "share of the layers in the encoder", "set per model", 0.05, 0.95),
+        Param("output_tokens", 128, "tokens", "tokens generated after the prompt (the decode steps' self-attention)", "set per task",
+              1, 1 << 20),
+        Param("metric", "speedup", "name", "ttft_speedup (first token) | speedup (a decode step at the batch) | "
+              "throughput_ratio (each at its largest batch)", "-"),
+    )
+
+    def predict(self, s: Setting) -> Prediction:
+        """Against the decoder-only model of the setting, with its ``L`` layers split into ``L_e`` encoder and
+        ``L_d = L - L_e`` decoder layers of the same width:
+
+        - first token: the encoder runs over the prompt ``n`` once, attending both ways (``b n^2`` pairs), the decoder
+          projects the encoder's output to cross-attention K,V in each of its layers, then takes one decode step;
+          the decoder-only model prefills all ``L`` layers;
+        - a decode step: ``L_d`` layers, each attending to the prompt (cross) and to the tokens generated (self), so
+          it reads ``L_d / L`` of the KV; its cross-attention's Q and O projections add ``2 d^2`` weights a layer;
+        - the cache per sequence is ``L_d / L`` of the decoder-only one.
+
+        GEMM work is costed in proportion to the weights it uses (the step model's layer times scaled by weight
+        shares), which holds both when they stream (decode) and when they are compute-bound (prefill)."""
+        from sim.memory import max_batch
+
+        m, L = s.llm, s.llm.num_layers
+        enc = max(1, min(L - 1, round(L * self.encoder_fraction)))
+        dec = L - enc
+        n, t = s.context, self.output_tokens
+        layer_params = m.params_per_layer
+        qo_share = 2 * m.hidden_size * m.hidden_size / layer_params  # cross-attention Q and O
+        kv_share = 2 * m.hidden_size * m.num_kv_heads * m.head_dim / layer_params  # its K and V over the prompt
+        mid = n + t // 2  # the decode steps' average context: the prompt plus half the answer
+
+        def decode_layers(batch: int) -> tuple[float, float]:
+            layer, once = _layer_times(s, batch, mid)
+            return dec * layer * (1 + qo_share) + once, L * layer + once
+
+        if self.metric == "ttft_speedup":
+            b = s.batch
+            causal = steps.prefill(b, n)
+            both_ways = steps.Step("prefill", causal.seqs, causal.new_tokens, causal.kv_read_tokens, np.float64(b * n * n),
+                                   causal.logit_rows, causal.max_kv_tokens, f"encoder over {n} tokens, both ways")
+            enc_layer, _ = step_cost(m, s.gpu, both_ways, s.precision, s.tp).layer_and_once_s()
+            dec_layer, _ = step_cost(m, s.gpu, causal, s.precision, s.tp).layer_and_once_s()
+            layer1, once1 = _layer_times(s, b, n)
+            parts = {"encoder_s": enc * float(enc_layer), "cross_kv_s": dec * kv_share * float(dec_layer),
+                     "first_decode_s": dec * layer1 * (1 + qo_share) + once1}
+            new = sum(parts.values())
+            base = float(step_cost(m, s.gpu, causal, s.precision, s.tp).time_s)
+            return self.prediction("ttft_speedup", base / new, s, {"what": f"decoder-only prefill of {n} tokens", "time_s": base},
+                                   {"what": self.summary, "time_s": new, **parts}, {"baseline_s": base, **parts},
+                                   f"{enc} encoder layers over {n} tokens and {dec} decoder layers' cross K,V, then one step: "
+                                   f"{new * 1e3:.3g} ms against a {L}-layer prefill of {base * 1e3:.3g} ms")
+        if self.metric == "speedup":
+            new, base = decode_layers(s.batch)
+            return self.prediction("speedup", base / new, s, {"what": f"decoder-only step over {mid} tokens", "time_s": base},
+                                   {"what": self.summary, "time_s": new}, {"baseline_s": base, "encoder_decoder_s": new,
+                                                                           "decoder_layers": dec, "cross_qo_share": qo_share},
+                                   f"{dec} of {L} layers per token, each with cross-attention's Q and O (+{qo_share:.0%} "
+                                   f"weights): {base * 1e3:.3g} -> {new * 1e3:.3g} ms a step")
+        if self.metric != "throughput_ratio":
+            raise InvalidValueError(f"encoder-decoder predicts ttft_speedup, speedup or throughput_ratio, not {self.metric!r}")
+        b0 = int(max_batch(m, s.gpu, n + t, s.precision, s.tp))
+        b1 = int(max_batch(m, s.gpu, n + t, s.precision, s.tp, kv_bytes_scale=dec / L))
+        if b0 < 1:
+            raise InvalidValueError(f"{m.name} at {n + t} tokens does not fit one sequence on {s.tp}x {s.gpu.name}")
+        new, _ = decode_layers(b1)
+        _, base = decode_layers(b0)
+        ratio = (b1 / new) / (b0 / base)
+        return self.prediction("throughput_ratio", ratio, s,
+                               {"what": f"decoder-only, largest batch {b0}", "tokens_per_s": b0 / base},
+                               {"what": f"encoder-decoder, largest batch {b1}", "tokens_per_s": b1 / new},
+                               {"batch_baseline": b0, "batch_encoder_decoder": b1, "kv_bytes_ratio": dec / L},
+                               f"the cache holds {dec} of {L} layers: batch {b0} -> {b1}, {b0 / base:,.0f} -> {b1 / new:,.0f} "
+                               "tokens/s (the encoder's prefills are not counted on either side)")
+
+
+TECHNIQUES = (WeightQuantization, LayerSkip, TokenPruning, ParallelEncoding, LinearAttention, BlockTransformer, EncoderDecoder)
