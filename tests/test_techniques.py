@@ -48,6 +48,7 @@ EXAMPLES = {
     "grad-compression": ({"bits": 8}, Setting("H100-SXM", "Llama-2-7B")),
     "cp-decode": ({"cp": 8}, Setting("H100-SXM", "Llama-3.1-8B", context=262144)),
     "encoder-decoder": ({}, Setting("L4", "Llama-2-7B", context=512)),
+    "weight-sparsity": ({"pattern": "2:4"}, Setting("A100-SXM-80GB", "Llama-2-7B", context=2048)),
 }
 _predictions: dict = {}
 
@@ -782,3 +783,19 @@ def test_an_encoder_decoder_decodes_with_its_decoder_layers_and_holds_their_shar
     assert first.value > 1.0 and first.breakdown["encoder_s"] < first.breakdown["baseline_s"]
     with pytest.raises(InvalidValueError, match="ttft_speedup, speedup or throughput_ratio"):
         get_technique("encoder-decoder")(metric="latency").predict(s)
+
+
+@pytest.mark.parametrize("step", ["decode", "prefill"])
+def test_weight_sparsity_buys_at_most_the_inverse_of_what_it_keeps(step):
+    s = Setting("A100-SXM-80GB", "Llama-2-7B", batch=4, context=2048)
+    assert get_technique("weight-sparsity")(pattern="block", kept_fraction=1.0, step=step).predict(s).value == pytest.approx(1.0)
+    for kept in (0.25, 0.5):
+        p = get_technique("weight-sparsity")(pattern="block", kept_fraction=kept, step=step).predict(s)
+        assert 1.0 < p.value < 1 / kept
+    two_four = get_technique("weight-sparsity")(pattern="2:4", step=step).predict(s)
+    assert 1.0 < two_four.value < 2.0  # its index bits and the untouched attention keep it under 2x
+
+
+def test_2_4_sparsity_needs_sparse_tensor_cores():
+    with pytest.raises(InvalidValueError, match="sparse Tensor Cores"):
+        get_technique("weight-sparsity")(pattern="2:4").predict(Setting("V100-SXM2", "Llama-2-7B"))

@@ -6,6 +6,8 @@ against the unchanged one at the same setting:
 - ``weight-quant``: weights in fewer bits (CBQ, Ding et al., arXiv:2312.07950;
   blockwise compression, BCT, arXiv:2304.01483): the GEMMs stream fewer bytes
   and, weight-only, dequantize on the fly (:mod:`sim.dequant`).
+- ``weight-sparsity``: pruned weights that the GEMMs skip, 2:4 or whole blocks
+  (LPViT, Xu et al., arXiv:2407.02068): less math and fewer weight bytes.
 - ``layer-skip``: each token skips a fraction of the layers (unified layer
   skipping, Liu et al., arXiv:2404.06954): the per-layer work scales down.
 - ``token-pruning``: a fraction of the prompt's tokens (e.g. vision tokens) is
@@ -77,6 +79,49 @@ class WeightQuantization(Technique):
                         f"{s.llm.name} weights in {self.weight_bits} bits: the {self.step} step streams "
                         f"{float(new.bytes) / float(base.bytes):.2f}x the bytes; {float(base.time_s) * 1e3:.3g} -> "
                         f"{float(new.time_s) * 1e3:.3g} ms")
+
+
+class WeightSparsity(Technique):
+    name = "weight-sparsity"
+    layer = "step"
+    summary = "pruned weights skipped by the GEMMs: 2:4 on sparse Tensor Cores, or whole blocks"
+    citation = ("Xu et al., LPViT: Low-Power Semi-structured Pruning for Vision Transformers, arXiv:2407.02068; "
+                "Mishra et al., Accelerating Sparse Deep Neural Networks (2:4 on Ampere), arXiv:2104.08378")
+    params = (
+        Param("pattern", "block", "name", "2:4 (half of every 4 weights, 2 index bits each, Tensor Cores at twice the rate) | "
+              "block (whole blocks skipped)", "set per paper"),
+        Param("kept_fraction", 0.5, "fraction", "block pattern: the share of weight blocks kept", "set per paper", 0.01, 1.0),
+        STEP,
+    )
+
+    def predict(self, s: Setting) -> Prediction:
+        """Every GEMM of the step: its math times ``k`` and its weight bytes times ``k + index bytes``, with
+        ``k = 1/2`` and 2 index bits per kept 16-bit weight for 2:4 (the layout of sparse Tensor Cores), or ``k`` the
+        blocks kept (block indices are negligible). Attention, norms and the rest are unchanged. 2:4 takes the
+        datasheets' sparse rate, twice the dense one; sparse GEMM libraries reach less of it."""
+        if self.pattern == "2:4":
+            d = s.gpu
+            if d.vendor != "NVIDIA" or float(d.compute_capability) < 8.0:
+                raise InvalidValueError(f"{d.name} has no sparse Tensor Cores (NVIDIA Ampere and later)")
+            k, index = 0.5, 0.5 * 2 / s.precision.weight_bits
+        elif self.pattern == "block":
+            k, index = self.kept_fraction, 0.0
+        else:
+            raise InvalidValueError(f"pattern must be 2:4 or block, got {self.pattern!r}")
+        base = step_cost(s.llm, s.gpu, _step(s, self.step), s.precision, s.tp)
+        gemm = rest = 0.0
+        for o in base.ops:
+            if o.op.kind != "gemm":
+                rest += float(o.total_s)
+                continue
+            weights = float(o.op.weight_bytes / o.op.bytes)
+            memory = float(o.memory_s) * (1 - weights + weights * (k + index))
+            gemm += (max(float(o.compute_s) * k, memory + float(o.dequant_s)) + float(o.overhead_s)) * o.op.repeat
+        rest += sum(float(c.total_s) for c in base.comms)
+        new = gemm + rest
+        return _speedup(self, s, base, new, {"gemm_s": gemm, "other_s": rest},
+                        f"{self.pattern} sparsity keeps {k:.3g} of the GEMM math and {k + index:.3g} of the weight bytes: "
+                        f"{self.step} {float(base.time_s) * 1e3:.3g} -> {new * 1e3:.3g} ms")
 
 
 class LayerSkip(Technique):
@@ -308,4 +353,4 @@ class EncoderDecoder(Technique):
                                "tokens/s (the encoder's prefills are not counted on either side)")
 
 
-TECHNIQUES = (WeightQuantization, LayerSkip, TokenPruning, ParallelEncoding, LinearAttention, BlockTransformer, EncoderDecoder)
+TECHNIQUES = (WeightQuantization, WeightSparsity, LayerSkip, TokenPruning, ParallelEncoding, LinearAttention, BlockTransformer, EncoderDecoder)
