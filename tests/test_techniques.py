@@ -49,6 +49,7 @@ EXAMPLES = {
     "cp-decode": ({"cp": 8}, Setting("H100-SXM", "Llama-3.1-8B", context=262144)),
     "encoder-decoder": ({}, Setting("L4", "Llama-2-7B", context=512)),
     "weight-sparsity": ({"pattern": "2:4"}, Setting("A100-SXM-80GB", "Llama-2-7B", context=2048)),
+    "gradient-coding": ({"workers": 16, "stragglers": 1}, Setting(model="Llama-2-7B")),
 }
 _predictions: dict = {}
 
@@ -799,3 +800,17 @@ def test_weight_sparsity_buys_at_most_the_inverse_of_what_it_keeps(step):
 def test_2_4_sparsity_needs_sparse_tensor_cores():
     with pytest.raises(InvalidValueError, match="sparse Tensor Cores"):
         get_technique("weight-sparsity")(pattern="2:4").predict(Setting("V100-SXM2", "Llama-2-7B"))
+
+
+def test_gradient_coding_pays_its_load_without_stragglers_and_wins_when_they_are_common():
+    gc = get_technique("gradient-coding")
+    assert gc(stragglers=1, straggler_probability=0.0).predict(Setting()).value == pytest.approx(1 / 2)
+    assert gc(stragglers=0, load=1.0).predict(Setting()).value == pytest.approx(1.0)
+    rare, common = (gc(workers=32, stragglers=2, straggler_probability=p, slowdown=10).predict(Setting()).value
+                    for p in (0.001, 0.02))
+    assert rare < 1.0 < common
+    # a lower load for the same tolerance (sequential gradient coding) is worth exactly its ratio
+    assert gc(stragglers=2, load=1.5).predict(Setting()).value == pytest.approx(
+        2 * gc(stragglers=2, load=3.0).predict(Setting()).value)
+    with pytest.raises(InvalidValueError, match="fewer than"):
+        gc(workers=4, stragglers=4).predict(Setting())

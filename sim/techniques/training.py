@@ -13,6 +13,10 @@
 - ``grad-compression``: data-parallel gradients sent quantized or top-k
   sparsified, with error feedback (EControl, Gao et al., arXiv:2311.05645).
   Metric: ``traffic_ratio``; the breakdown has the two exchanges' times.
+- ``gradient-coding``: redundant data shares so a step needs only the fastest
+  ``n - s`` workers (gradient coding; sequential gradient coding, Krishnan et
+  al., arXiv:2211.13802, with its lower load). Metric: ``speedup`` of the
+  expected step under independent stragglers.
 """
 
 from __future__ import annotations
@@ -107,4 +111,47 @@ class GradientCompression(Technique):
                                f"compressed {compressed * 1e3:.3g} ms")
 
 
-TECHNIQUES = (EightBitOptimizer, StreamingDiLoCo, GradientCompression)
+class GradientCoding(Technique):
+    name = "gradient-coding"
+    layer = "training"
+    summary = "each worker computes redundant data shares so the step waits for the fastest n - s workers, not all n"
+    citation = ("Tandon et al., Gradient Coding, arXiv:1612.03301; Krishnan et al., Sequential Gradient Coding for "
+                "Straggler Mitigation, arXiv:2211.13802")
+    params = (
+        Param("workers", 16, "workers", "n, data-parallel workers", "set per run", 2, 1 << 20),
+        Param("stragglers", 1, "workers", "s, stragglers tolerated per step", "set per run", 0, 1 << 20),
+        Param("load", 0.0, "x the uncoded share", "work per worker over the uncoded 1/n (0: gradient coding's s + 1; "
+              "sequential gradient coding spreads it over steps for less)", "the scheme's design", 0.0, 1 << 20),
+        Param("straggler_probability", 0.05, "probability", "p, chance that a worker straggles in a step, independently",
+              "set per cluster", 0.0, 1.0),
+        Param("slowdown", 3.0, "x", "a straggler's time over a normal worker's", "set per cluster", 1.0, 1e6),
+    )
+
+    def predict(self, s: Setting) -> Prediction:
+        """Expected step time over the uncoded one, the compute only (both send one gradient a worker). A worker takes
+        ``load x t`` or ``slowdown x load x t``; a step lasts the normal time when at least the workers it waits for
+        are fast, and the straggler time otherwise: ``E = load t (1 + (slowdown - 1) P[fast < k])``, with ``k = n``
+        uncoded and ``k = n - s`` coded, ``fast ~ Binomial(n, 1 - p)``. Hardware-independent: ``t`` cancels."""
+        from math import comb
+
+        n, st, p = self.workers, self.stragglers, self.straggler_probability
+        if st >= n:
+            raise InvalidValueError(f"stragglers must be fewer than the {n} workers, got {st}")
+        load = self.load or st + 1.0
+
+        def p_short(k: int) -> float:  # P[fewer than k of n workers are fast]
+            return sum(comb(n, j) * (1 - p) ** j * p ** (n - j) for j in range(k))
+
+        uncoded = 1 + (self.slowdown - 1) * p_short(n)
+        coded = load * (1 + (self.slowdown - 1) * p_short(n - st))
+        return self.prediction("speedup", uncoded / coded, s,
+                               {"what": f"uncoded: waits for all {n} workers", "expected_step": uncoded},
+                               {"what": f"coded: load {load:g}, waits for {n - st}", "expected_step": coded},
+                               {"p_uncoded_waits_for_a_straggler": p_short(n), "p_coded_waits": p_short(n - st),
+                                "load": load},
+                               f"{n} workers, each straggling {self.slowdown:g}x with probability {p:g}: uncoded steps wait "
+                               f"for a straggler {p_short(n):.0%} of the time; carrying {load:g}x the work, the coded ones "
+                               f"{p_short(n - st):.1%}")
+
+
+TECHNIQUES = (EightBitOptimizer, StreamingDiLoCo, GradientCompression, GradientCoding)
