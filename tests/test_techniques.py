@@ -50,6 +50,7 @@ EXAMPLES = {
     "encoder-decoder": ({}, Setting("L4", "Llama-2-7B", context=512)),
     "weight-sparsity": ({"pattern": "2:4"}, Setting("A100-SXM-80GB", "Llama-2-7B", context=2048)),
     "gradient-coding": ({"workers": 16, "stragglers": 1}, Setting(model="Llama-2-7B")),
+    "collaborative-decoding": ({"small_model": "Llama-2-7B"}, Setting("RTX-4090", "Llama-2-13B", batch=4, context=0)),
 }
 _predictions: dict = {}
 
@@ -814,3 +815,17 @@ def test_gradient_coding_pays_its_load_without_stragglers_and_wins_when_they_are
         2 * gc(stragglers=2, load=3.0).predict(Setting()).value)
     with pytest.raises(InvalidValueError, match="fewer than"):
         gc(workers=4, stragglers=4).predict(Setting())
+
+
+def test_collaborative_decoding_gains_more_the_more_scales_the_small_model_refines():
+    s = Setting("RTX-4090", "Llama-2-13B", batch=16, context=0)
+    cd = get_technique("collaborative-decoding")
+    assert cd(draft_steps=10).predict(s).value == pytest.approx(1.0)  # the large model does everything
+    values = [cd(draft_steps=d).predict(s).value for d in (8, 6, 4)]
+    assert 1.0 < values[0] < values[1] < values[2]
+    p = cd(draft_steps=8).predict(s)
+    assert p.breakdown["refined_tokens"] == 13 * 13 + 16 * 16
+    with pytest.raises(InvalidValueError, match="comma-separated"):
+        cd(scales="1,2,x").predict(s)
+    with pytest.raises(InvalidValueError, match="exceeds"):
+        cd(draft_steps=11).predict(s)

@@ -19,6 +19,12 @@ decode step. ``tau`` is the paper's own measurement (mean accepted tokens per
 step) or follows from a per-token acceptance rate ``alpha`` and ``gamma``
 drafted tokens: ``tau = (1 - alpha^(gamma+1)) / (1 - alpha)`` (Leviathan et
 al., eq. 1).
+
+Three more change the decode loop without a rejected draft: ``block-decoding``
+keeps every token of a B-token pass (the same formula with ``tau = T = B``),
+``superposed`` produces k drafts from one sequence's steps, and
+``collaborative-decoding`` hands a next-scale image generator's fine scales to a
+smaller model.
 """
 
 from __future__ import annotations
@@ -321,5 +327,58 @@ class SuperposedDecoding(Technique):
                                f"step {t * 1e3:.3g} ms (and 1/{k} of the KV cache)")
 
 
+class CollaborativeDecoding(Technique):
+    name = "collaborative-decoding"
+    layer = "decode-loop"
+    summary = "next-scale generation: a large model drafts the coarse scales, a small one refines the fine scales"
+    citation = "Chen et al., Collaborative Decoding Makes Visual Auto-Regressive Modeling Efficient (CoDe), arXiv:2411.17787"
+    params = (
+        Param("scales", "1,2,3,4,5,6,8,10,13,16", "side lengths", "token-map sides of the scales, coarse to fine (s x s "
+              "tokens each)", "VAR at 256x256 (patch_nums of Tian et al., arXiv:2404.02905)"),
+        Param("draft_steps", 8, "scales", "scales the large model generates before the small one takes over", "CoDe: 8 of 10",
+              0, 64),
+        Param("small_model", "Llama-2-7B", "model", "the refiner (catalog name or config.json); the setting's model drafts",
+              "set per paper"),
+    )
+
+    def predict(self, s: Setting) -> Prediction:
+        """Each scale is one forward pass over its ``s_k^2`` tokens attending to every coarser token (a prefill chunk
+        on a prefix, the step model's). The baseline runs every scale on the large model; CoDe runs the first
+        ``draft_steps`` on it and the rest on the small model, which first encodes the drafted tokens it did not see
+        (one prefill over them). The batch is the setting's; classifier-free guidance would double it on both sides."""
+        try:
+            sides = [int(x) for x in str(self.scales).split(",")]
+        except ValueError:
+            raise InvalidValueError(f"scales must be comma-separated integers, got {self.scales!r}") from None
+        if not sides or min(sides) < 1:
+            raise InvalidValueError(f"scales must be positive, got {self.scales!r}")
+        if self.draft_steps > len(sides):
+            raise InvalidValueError(f"draft_steps {self.draft_steps} exceeds the {len(sides)} scales")
+        small = get_model(self.small_model)
+        tokens = [k * k for k in sides]
+        prefix = np.concatenate(([0], np.cumsum(tokens)[:-1]))
+
+        def scale_s(model, k: int) -> float:
+            return float(step_cost(model, s.gpu, steps.prefill(s.batch, tokens[k], int(prefix[k])), s.precision, s.tp).time_s)
+
+        base = [scale_s(s.llm, k) for k in range(len(sides))]
+        d = self.draft_steps
+        drafted = sum(tokens[:d])
+        handover = (float(step_cost(small, s.gpu, steps.prefill(s.batch, drafted), s.precision, s.tp).time_s)
+                    if 0 < d < len(sides) else 0.0)
+        refine = [scale_s(small, k) for k in range(d, len(sides))]
+        new = sum(base[:d]) + handover + sum(refine)
+        return self.prediction("speedup", sum(base) / new, s,
+                               {"what": f"{s.llm.name} over all {len(sides)} scales ({sum(tokens)} tokens)", "time_s": sum(base),
+                                "per_scale_s": base},
+                               {"what": self.summary, "time_s": new, "draft_s": sum(base[:d]), "handover_s": handover,
+                                "refine_s": sum(refine)},
+                               {"draft_s": sum(base[:d]), "handover_s": handover, "refine_s": sum(refine),
+                                "refined_tokens": sum(tokens[d:])},
+                               f"{s.llm.name} drafts {d} scales ({drafted} tokens, {sum(base[:d]) * 1e3:.3g} ms), {small.name} "
+                               f"refines {len(sides) - d} ({sum(tokens[d:])} tokens, {sum(refine) * 1e3:.3g} ms after "
+                               f"{handover * 1e3:.3g} ms encoding the draft) against {sum(base) * 1e3:.3g} ms")
+
+
 TECHNIQUES = (ChainSpeculation, ParallelDraftVerify, TreeSpeculation, DraftHeads, SelfSpeculation, DraftFree, MultiDraft,
-              LongContextSpeculation, BlockDecoding, SuperposedDecoding)
+              LongContextSpeculation, BlockDecoding, SuperposedDecoding, CollaborativeDecoding)
