@@ -92,9 +92,9 @@ def test_every_predicted_claims_prediction_has_the_claims_metric():
     for p, c in claims(predicted=True):
         if c.predict["technique"] in SERVING:  # predict_claim checked these while building the registry
             continue
-        table = dict(c.predict)
+        table = papers.resolve_local_configs(dict(c.predict))  # models given as the registry's own config files
         table.pop("assumed", None)
-        technique = get_technique(table.pop("technique"))(**table.pop("set", {}))
+        technique = get_technique(table.pop("technique"))(**papers.resolve_local_configs(table.pop("set", {})))
         precision = Precision(table.pop("weight_bits", 16), 16, table.pop("kv_bits", 16))
         prediction = technique.predict(Setting(precision=precision, **table))
         assert prediction.metric == c.metric, (p.slug, c.locator)
@@ -272,3 +272,15 @@ def test_every_paper_names_the_technique_that_models_it_or_none():
             assert p.technique in used, (p.slug, p.technique, used)
     speculative = [p for p in reg if p.family == "speculative" and p.status != "not-cost"]
     assert all(p.technique for p in speculative), [p.slug for p in speculative if not p.technique]
+
+
+def test_the_registrys_own_model_configs_load_and_are_used():
+    from sim.model import get_model
+
+    configs = sorted((papers.PAPERS_DIR / "models").glob("*.json"))
+    assert configs
+    used = {v for _, c in claims(predicted=True) for v in [c.predict.get("model", ""), *c.predict.get("set", {}).values()]
+            if isinstance(v, str) and v.endswith(".json")}
+    for path in configs:
+        assert get_model(str(path)).num_layers > 0
+        assert f"models/{path.name}" in used, path.name

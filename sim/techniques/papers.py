@@ -19,6 +19,7 @@ from pathlib import Path
 
 from hwmodels.datafile import load_toml
 from hwmodels.errors import KernelabError
+from sim.model import get_model
 from sim.precision import Precision
 from sim.techniques import Setting, get_technique
 
@@ -115,8 +116,14 @@ def load_paper(path: Path) -> Paper:
                  doc.get("family", ""), doc.get("mechanism", ""), technique, claims)
 
 
+def resolve_local_configs(values: dict) -> dict:
+    """A model named by a ``.json`` file is one of the registry's own configs (``sim/data/papers/models/``)."""
+    return {k: str(PAPERS_DIR / v) if isinstance(v, str) and v.endswith(".json") else v for k, v in values.items()}
+
+
 def predict_claim(claim: Claim) -> Claim:
-    p = dict(claim.predict)
+    p = resolve_local_configs(dict(claim.predict))
+    p["set"] = resolve_local_configs(p.get("set", {}))
     p.pop("assumed", None)  # what the registry had to assume about the setting: shown, not used
     where = f"{claim.path}: the predict table of the {claim.metric} claim at {claim.locator!r}"
     try:
@@ -170,7 +177,10 @@ def table() -> str:
         for c in p.claims:
             if c.predicted is None:
                 continue
-            where = f"{c.predict.get('model', '')}, {c.predict.get('device', '')}"
+            model = c.predict.get("model", "")
+            if model.endswith(".json"):
+                model = get_model(str(PAPERS_DIR / model)).name
+            where = f"{model}, {c.predict.get('device', '')}"
             knobs = ", ".join(f"{k} {v:g}" if isinstance(v, (int, float)) else f"{k} {v}"
                               for k, v in c.predict.get("set", {}).items()
                               if k in ("mean_accepted_tokens", "sequential", "prefix_tokens", "kept_fraction", "method", "round"))
