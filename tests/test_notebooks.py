@@ -199,7 +199,8 @@ def check_serving_whatif_notebook(nb):
 
 
 def check_techniques_whatif_notebook(nb):
-    """It answers the four questions: speculative crossovers, low-bit KV, Hydragen against prefix, CP methods and links."""
+    """It answers the questions: speculative crossovers, low-bit KV, Hydragen against prefix, CP methods and links,
+    and decode over a split cache."""
     text = outputs_text(nb)
     figures = plotly_figures(nb)
     num = r"[\d.]+"
@@ -286,6 +287,19 @@ def check_techniques_whatif_notebook(nb):
     lines = next(f for f in figures if f["layout"]["title"]["text"].startswith("128k-token prefill"))
     assert {(t["meta"]["topology"], t["meta"]["method"]) for t in lines["data"]} == {
         (t, m) for t in ("NVLink", "PCIe") for m in ("ring", "TokenRing", "LASP-2")}
+
+    # 5. decode over a split cache: the tree loses to one GPU only at short contexts, always beats the ring, pays sooner
+    # at batch 16 and over NVLink, and never buys more than the 8 GPUs
+    cpd = {(t, int(b), int(k)): (float(one), float(ring)) for t, b, k, one, ring in re.findall(
+        rf"^(NVLink|PCIe)\s+(1|16)\s+(\d+)k\s+({num})x\s+({num})x\s+{num}\s+{num}$", text, re.M)}
+    assert set(cpd) == {(t, b, k) for t in ("NVLink", "PCIe") for b in (1, 16) for k in (8, 32, 128, 512, 1024)}
+    assert all(one < 8 and ring > 1 for one, ring in cpd.values())
+    assert cpd[("NVLink", 1, 8)][0] < 1 < cpd[("NVLink", 1, 1024)][0]
+    cross = {(t, int(b)): int(k) for t, b, k in re.findall(r"(NVLink|PCIe) batch (1|16): (\d+)k tokens", text)}
+    assert cross[("NVLink", 16)] <= cross[("NVLink", 1)] <= cross[("PCIe", 1)]
+    assert all(cpd[(t, b, k)][0] > 1 for (t, b), c in cross.items() for k in (8, 32, 128, 512, 1024) if k >= c)
+    split = next(f for f in figures if f["layout"]["title"]["text"].startswith("Llama-3.1-8B decode attention split"))
+    assert {(t["meta"]["link"], t["meta"]["batch"]) for t in split["data"]} == {(t, b) for t in ("NVLink", "PCIe") for b in (1, 16)}
 
 
 KERNEL_SIM_KERNELS = {"lean": "LeanAttention", "split-kv": "FlashDecoding", "flash": "FlashAttention-2"}
