@@ -829,3 +829,12 @@ def test_collaborative_decoding_gains_more_the_more_scales_the_small_model_refin
         cd(scales="1,2,x").predict(s)
     with pytest.raises(InvalidValueError, match="exceeds"):
         cd(draft_steps=11).predict(s)
+
+
+@pytest.mark.parametrize("name", sorted(TECHNIQUES))
+def test_a_name_parameter_with_choices_refuses_any_other_name_when_the_technique_is_made(name):
+    for param in TECHNIQUES[name].params:
+        if param.choices:
+            assert param.default in param.choices
+            with pytest.raises(InvalidValueError, match=f"{param.name} must be .*{param.choices[-1]}"):
+                get_technique(name)(**{param.name: "no-such-choice"})

@@ -95,9 +95,9 @@ class ContextParallel(Technique):
         Param("baseline", "pass-kv", "method", "pass-kv | pass-q | tokenring | lasp2 | single-gpu", "set per paper"),
         Param("linear_attention", 0, "0 or 1", "cost the model's attention as linear (LASP-2 on a softmax model, a what-if)", "-", 0, 1),
         Param("topology", "node", "name", "node: the device's own node (NVLink/NVSwitch where it has them); pcie: a PCIe "
-              "box of its PCIe generation", "hwmodels.device_node, hwmodels.pcie_box"),
+              "box of its PCIe generation", "hwmodels.device_node, hwmodels.pcie_box", choices=("node", "pcie")),
         Param("metric", "speedup", "name", "speedup (the prefill) | latency_s (one ring round of one layer: its "
-              "attention or the exchange issued with it, whichever is longer)", "-"),
+              "attention or the exchange issued with it, whichever is longer)", "-", choices=("speedup", "latency_s")),
         Param("round", 1, "index", "the round latency_s reports (0: the local, diagonal one)", "set per paper", 0, 4095),
     )
 
@@ -107,26 +107,26 @@ class ContextParallel(Technique):
 
         import hwmodels as hw
 
-        if self.metric not in ("speedup", "latency_s"):
-            raise InvalidValueError(f"context-parallel predicts speedup or latency_s, not {self.metric!r}")
+        if self.metric == "latency_s" and "lasp2" in (self.method, self.baseline):
+            raise InvalidValueError("LASP-2 has no ring rounds (one all-gather of states): latency_s is for the ring methods")
+        if self.metric == "latency_s" and self.round >= self.cp:
+            raise InvalidValueError(f"round {self.round} of a {self.cp}-GPU ring: rounds are 0..{self.cp - 1}")
         step = steps.prefill(s.batch, s.context)
-        if self.topology not in ("node", "pcie"):
-            raise InvalidValueError(f"topology must be node or pcie, got {self.topology!r}")
         if self.topology == "pcie" and not s.gpu.pcie_gen:
             raise InvalidValueError(f"{s.gpu.name} has no PCIe generation in the catalog")
         topology = hw.pcie_box(s.gpu.pcie_gen, self.cp) if self.topology == "pcie" else None
         kw = dict(precision=s.precision, tp=s.tp, pad=True, topology=topology)
         linear = {"linear_attention": bool(self.linear_attention) and self.method == "lasp2"}
         new = context_parallel_cost(s.llm, s.gpu, step, self.cp, self.method, **kw, **linear)
-        base = None
-        if self.baseline == "single-gpu":
-            base_t, base_what = float(step_cost(s.llm, s.gpu, step, s.precision, s.tp).time_s), "one GPU"
-        else:
-            base = context_parallel_cost(s.llm, s.gpu, step, self.cp, self.baseline, **kw,
-                                         linear_attention=bool(self.linear_attention) and self.baseline == "lasp2")
-            base_t, base_what = float(base.time_s), f"{self.baseline} over {self.cp} GPUs"
+        base = None if self.baseline == "single-gpu" else context_parallel_cost(
+            s.llm, s.gpu, step, self.cp, self.baseline, **kw,
+            linear_attention=bool(self.linear_attention) and self.baseline == "lasp2")
         if self.metric == "latency_s":
             return self._round(s, new, base)
+        if base is None:
+            base_t, base_what = float(step_cost(s.llm, s.gpu, step, s.precision, s.tp).time_s), "one GPU"
+        else:
+            base_t, base_what = float(base.time_s), f"{self.baseline} over {self.cp} GPUs"
         t = float(new.time_s)
         d = new.as_dict()
         return self.prediction("speedup", base_t / t, s, {"what": base_what, "time_s": base_t},
@@ -136,10 +136,6 @@ class ContextParallel(Technique):
 
     def _round(self, s: Setting, new, base) -> Prediction:
         r = self.round
-        if "lasp2" in (self.method, self.baseline):
-            raise InvalidValueError("LASP-2 has no ring rounds (one all-gather of states): latency_s is for the ring methods")
-        if r >= self.cp:
-            raise InvalidValueError(f"round {r} of a {self.cp}-GPU ring: rounds are 0..{self.cp - 1}")
         t, compute, comm = float(new.round_s[r]), float(new.round_compute_s[r]), float(new.round_comm_s[r])
         baseline = {"what": "no baseline"} if base is None else {"what": f"{self.baseline}, round {r}",
                                                                    "time_s": float(base.round_s[r])}
@@ -166,9 +162,9 @@ class TreeDecode(Technique):
     citation = "Shyam et al., Tree Attention, arXiv:2408.04093; the ring baseline: Liu et al., Ring Attention, arXiv:2310.01889"
     params = (
         Param("cp", 8, "GPUs", "GPUs the cached sequence is split over", "set per run", 2, 4096),
-        Param("baseline", "ring", "method", "ring (K,V blocks passed round the ring, as Ring Attention) | single-gpu", "-"),
+        Param("baseline", "ring", "method", "ring (K,V blocks passed round the ring, as Ring Attention) | single-gpu", "-", choices=("ring", "single-gpu")),
         Param("topology", "node", "name", "node: the device's own node; pcie: a PCIe box of its generation",
-              "hwmodels.device_node, hwmodels.pcie_box"),
+              "hwmodels.device_node, hwmodels.pcie_box", choices=("node", "pcie")),
     )
 
     def predict(self, s: Setting) -> Prediction:
@@ -179,8 +175,6 @@ class TreeDecode(Technique):
         Metric: ``speedup`` of one layer's decode attention."""
         import hwmodels as hw
 
-        if self.topology not in ("node", "pcie"):
-            raise InvalidValueError(f"topology must be node or pcie, got {self.topology!r}")
         m, b, cp = s.llm, s.batch, self.cp
         topo = hw.pcie_box(s.gpu.pcie_gen, cp) if self.topology == "pcie" else hw.device_node(s.gpu, cp)
         chunk = -(-s.context // cp)
@@ -191,12 +185,10 @@ class TreeDecode(Technique):
         tree = local + merge
         if self.baseline == "single-gpu":
             base, what = _attention_layer_s(s, steps.decode(b, s.context)), "one GPU over the whole cache"
-        elif self.baseline == "ring":
+        else:
             kv_block = b * chunk * m.kv_bytes_per_token(s.precision.kv_bits) / m.num_layers / s.tp
             send = float(hw.collective_time("sendrecv", kv_block, topo).time_s)
             base, what = local + (cp - 1) * max(local, send), f"ring over {cp} GPUs ({kv_block / 1e6:.3g} MB K,V blocks)"
-        else:
-            raise InvalidValueError(f"baseline must be ring or single-gpu, got {self.baseline!r}")
         return self.prediction("speedup", base / tree, s, {"what": what, "time_s": base},
                                {"what": f"tree reduction over {cp} GPUs", "time_s": tree},
                                {"local_attention_s": local, "merge_all_reduces_s": merge, "baseline_s": base},

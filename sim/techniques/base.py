@@ -34,11 +34,16 @@ class Param:
     source: str
     minimum: float | None = None
     maximum: float | None = None
+    choices: tuple[str, ...] = ()  # a name parameter's allowed values (empty: any name)
 
     def check(self, value):
         if isinstance(self.default, str):
             if not isinstance(value, str):
                 raise InvalidValueError(f"{self.name} must be a name, got {value!r}")
+            if self.choices and value not in self.choices:
+                *rest, last = self.choices
+                allowed = f"{', '.join(rest)} or {last}" if rest else last
+                raise InvalidValueError(f"{self.name} must be {allowed}, got {value!r}")
             return value
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             try:
@@ -145,4 +150,5 @@ class Technique:
     def describe(cls) -> dict:
         return {"name": cls.name, "layer": cls.layer, "summary": cls.summary, "citation": cls.citation,
                 "parameters": [{"name": p.name, "default": p.default, "unit": p.unit, "description": p.description,
-                                "source": p.source, "minimum": p.minimum, "maximum": p.maximum} for p in cls.params]}
+                                "source": p.source, "minimum": p.minimum, "maximum": p.maximum,
+                                "choices": list(p.choices)} for p in cls.params]}

@@ -78,7 +78,8 @@ class KVQuantization(Technique):
         Param("outlier_fraction", 0.0, "fraction", "elements kept in 16 bits with a 32-bit index", "GEAR: 2% (set per paper)", 0.0, 1.0),
         Param("dequant_ops", 2, "ops per element", "CUDA-core work to dequantize one element (a scale and a zero point)",
               "one multiply and one add", 0, 64),
-        Param("metric", "speedup", "name", "speedup | memory_ratio | throughput_ratio", "-"),
+        Param("metric", "speedup", "name", "speedup | memory_ratio | throughput_ratio", "-",
+              choices=("speedup", "memory_ratio", "throughput_ratio")),
         ATTENTION,
     )
 
@@ -98,8 +99,6 @@ class KVQuantization(Technique):
                               f"{self.bits_per_element():.3g} bits per element against {base_bits}: {ratio:.3g}x less KV memory")
         if self.metric == "throughput_ratio":
             return self._throughput(s, ratio)
-        if self.metric != "speedup":
-            raise InvalidValueError(f"kv-quant predicts speedup, memory_ratio or throughput_ratio, not {self.metric!r}")
         base = _decode(s, s.batch, self.attention)
         share = _attention_kv_share(base)
         dequant_s = _elements(s, s.batch) * self.dequant_ops / d.peak("fp32")
@@ -143,7 +142,7 @@ class KVSparsity(Technique):
               "Double Sparsity: 1/16 of the channels", 0.0, 1.0),
         Param("streaming_heads", 0.0, "fraction", "heads that read only sinks and a local window", "LServe: half", 0.0, 1.0),
         Param("window_tokens", 256, "tokens", "sink plus local tokens a streaming head reads", "set per paper", 0, 1 << 20),
-        Param("metric", "speedup", "name", "speedup (decode step) | attention_speedup", "-"),
+        Param("metric", "speedup", "name", "speedup (decode step) | attention_speedup", "-", choices=("speedup", "attention_speedup")),
         ATTENTION,
     )
 
@@ -159,10 +158,8 @@ class KVSparsity(Technique):
         b, t = _parts(base), _parts(base, 1 - share + share * read, attention_compute_scale=read)
         if self.metric == "attention_speedup":
             value, what = b["attention_s"] / t["attention_s"], "attention"
-        elif self.metric == "speedup":
-            value, what = b["time_s"] / t["time_s"], "decode step"
         else:
-            raise InvalidValueError(f"kv-sparse predicts speedup or attention_speedup, not {self.metric!r}")
+            value, what = b["time_s"] / t["time_s"], "decode step"
         return self.prediction(self.metric, value, s, {"what": "dense decode attention", **b},
                           {"what": self.summary, **t}, {"kv_read_fraction": read, "attention_share_of_step": b["attention_s"] / b["time_s"]},
                           f"attention reads {read:.3g} of the KV bytes ({what} {value:.3g}x); attention was "
@@ -177,7 +174,7 @@ class KVEdit(Technique):
     params = (
         Param("edit_position", 0.5, "fraction", "where the edit starts, as a fraction of the context", "set per task", 0.0, 1.0),
         Param("edit_tokens", 16, "tokens", "tokens inserted or replaced by the edit", "set per task", 1, 1 << 24),
-        Param("metric", "speedup", "name", "speedup | flops_reduction", "-"),
+        Param("metric", "speedup", "name", "speedup | flops_reduction", "-", choices=("speedup", "flops_reduction")),
     )
 
     def predict(self, s: Setting) -> Prediction:
@@ -189,8 +186,6 @@ class KVEdit(Technique):
         from sim.cost import time_op
         from sim.graph import Op, Sharding
 
-        if self.metric not in ("speedup", "flops_reduction"):
-            raise InvalidValueError(f"kv-edit predicts speedup or flops_reduction, not {self.metric!r}")
         m, d, n, e = s.llm, s.gpu, s.context, self.edit_tokens
         start = min(int(round(self.edit_position * n)), n - 1)
         if start + e > n:

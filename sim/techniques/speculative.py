@@ -304,7 +304,8 @@ class SuperposedDecoding(Technique):
     params = (
         Param("drafts", 3, "drafts", "k, generations produced together", "the paper: k >= 3", 1, 4096),
         Param("baseline", "batched", "mode", "batched: the k drafts decoded as k sequences of one batch; sequential: one after "
-              "another", "-"),
+              "another", "-",
+              choices=("batched", "sequential")),
     )
 
     def predict(self, s: Setting) -> Prediction:
@@ -315,10 +316,8 @@ class SuperposedDecoding(Technique):
         if self.baseline == "batched":
             base = decode_cost(Setting(s.device, s.model, s.batch * k, s.context, s.tp, s.precision))
             base_s, what = _t(base), f"{k} drafts as a batch of {s.batch * k} sequences"
-        elif self.baseline == "sequential":
-            base, base_s, what = one, k * _t(one), f"{k} drafts one after another"
         else:
-            raise InvalidValueError(f"baseline must be batched or sequential, got {self.baseline!r}")
+            base, base_s, what = one, k * _t(one), f"{k} drafts one after another"
         t = _t(one)
         return self.prediction("speedup", base_s / t, s, {"what": what, "time_per_token_s": base_s, "breakdown": _bounds(base)},
                                {"what": self.summary, "time_per_token_s": t, "breakdown": _bounds(one)},

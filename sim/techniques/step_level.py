@@ -51,15 +51,14 @@ def _speedup(technique: Technique, s: Setting, base: StepCost, new_time_s: float
                                 {"what": technique.summary, "time_s": new_time_s, **new}, parts, explain)
 
 
-STEP = Param("step", "decode", "kind", "the step compared: decode (one token over the context) or prefill (the context)", "-")
+STEP = Param("step", "decode", "kind", "the step compared: decode (one token over the context) or prefill (the context)", "-",
+             choices=("decode", "prefill"))
 
 
 def _step(s: Setting, kind: str, tokens: int | None = None):
     if kind == "decode":
         return steps.decode(s.batch, tokens if tokens is not None else s.context)
-    if kind == "prefill":
-        return steps.prefill(s.batch, max(1, tokens if tokens is not None else s.context))
-    raise InvalidValueError(f"step must be decode or prefill, got {kind!r}")
+    return steps.prefill(s.batch, max(1, tokens if tokens is not None else s.context))
 
 
 class WeightQuantization(Technique):
@@ -89,7 +88,8 @@ class WeightSparsity(Technique):
                 "Mishra et al., Accelerating Sparse Deep Neural Networks (2:4 on Ampere), arXiv:2104.08378")
     params = (
         Param("pattern", "block", "name", "2:4 (half of every 4 weights, 2 index bits each, Tensor Cores at twice the rate) | "
-              "block (whole blocks skipped)", "set per paper"),
+              "block (whole blocks skipped)", "set per paper",
+              choices=("2:4", "block")),
         Param("kept_fraction", 0.5, "fraction", "block pattern: the share of weight blocks kept", "set per paper", 0.01, 1.0),
         STEP,
     )
@@ -104,10 +104,8 @@ class WeightSparsity(Technique):
             if d.vendor != "NVIDIA" or float(d.compute_capability) < 8.0:
                 raise InvalidValueError(f"{d.name} has no sparse Tensor Cores (NVIDIA Ampere and later)")
             k, index = 0.5, 0.5 * 2 / s.precision.weight_bits
-        elif self.pattern == "block":
-            k, index = self.kept_fraction, 0.0
         else:
-            raise InvalidValueError(f"pattern must be 2:4 or block, got {self.pattern!r}")
+            k, index = self.kept_fraction, 0.0
         base = step_cost(s.llm, s.gpu, _step(s, self.step), s.precision, s.tp)
         gemm = rest = 0.0
         for o in base.ops:
@@ -151,11 +149,10 @@ class TokenPruning(Technique):
     params = (Param("kept_fraction", 0.25, "fraction", "prompt tokens kept after pruning", "set per paper", 0.0, 1.0),
               Param("prunable_fraction", 1.0, "fraction", "share of the prompt that may be pruned (the vision tokens)", "set per paper", 0.0, 1.0),
               Param("after_layer_fraction", 0.0, "fraction", "share of the layers run on every token before pruning", "set per paper", 0.0, 1.0),
-              STEP, Param("metric", "speedup", "name", "speedup | flops_reduction (1 - the step's FLOPs over the baseline's)", "-"))
+              STEP, Param("metric", "speedup", "name", "speedup | flops_reduction (1 - the step's FLOPs over the baseline's)", "-",
+                          choices=("speedup", "flops_reduction")))
 
     def predict(self, s: Setting) -> Prediction:
-        if self.metric not in ("speedup", "flops_reduction"):
-            raise InvalidValueError(f"token-pruning predicts speedup or flops_reduction, not {self.metric!r}")
         kept_tokens = max(1, round(s.context * (1 - self.prunable_fraction * (1 - self.kept_fraction))))
         base = step_cost(s.llm, s.gpu, _step(s, self.step), s.precision, s.tp)
         pruned = step_cost(s.llm, s.gpu, _step(s, self.step, kept_tokens), s.precision, s.tp)
@@ -230,7 +227,8 @@ class BlockTransformer(Technique):
         Param("block_length", 4, "tokens", "L_B, tokens per block", "the paper's block length 4 (official configs)", 1, 1024),
         Param("global_fraction", 0.5, "fraction", "share of the layers in the block (global) decoder; the rest decode tokens",
               "the paper splits the parameters evenly", 0.05, 0.95),
-        Param("metric", "speedup", "name", "speedup (a decode step at the setting's batch) | throughput_ratio (each at its largest batch)", "-"),
+        Param("metric", "speedup", "name", "speedup (a decode step at the setting's batch) | throughput_ratio (each at its largest batch)", "-",
+              choices=("speedup", "throughput_ratio")),
     )
 
     def _time(self, s: Setting, batch: int) -> tuple[float, dict]:
@@ -252,8 +250,6 @@ class BlockTransformer(Technique):
             return _speedup(self, s, base, t, {}, f"{g} global layers over {s.context // lb} block embeddings, run once per "
                             f"{lb} tokens, and {L - g} local layers over {lb} tokens: {float(base.time_s) * 1e3:.3g} -> "
                             f"{t * 1e3:.3g} ms per token", parts)
-        if self.metric != "throughput_ratio":
-            raise InvalidValueError(f"block-transformer predicts speedup or throughput_ratio, not {self.metric!r}")
         # KV per sequence: global layers hold context / L_B entries, local layers L_B
         scale = (g * s.context / lb + (L - g) * lb) / (L * (s.context + 1))
         b0 = int(max_batch(m, s.gpu, s.context, s.precision, s.tp))
@@ -282,7 +278,8 @@ class EncoderDecoder(Technique):
         Param("output_tokens", 128, "tokens", "tokens generated after the prompt (the decode steps' self-attention)", "set per task",
               1, 1 << 20),
         Param("metric", "speedup", "name", "ttft_speedup (first token) | speedup (a decode step at the batch) | "
-              "throughput_ratio (each at its largest batch)", "-"),
+              "throughput_ratio (each at its largest batch)", "-",
+              choices=("ttft_speedup", "speedup", "throughput_ratio")),
     )
 
     def predict(self, s: Setting) -> Prediction:
@@ -336,8 +333,6 @@ class EncoderDecoder(Technique):
                                                                            "decoder_layers": dec, "cross_qo_share": qo_share},
                                    f"{dec} of {L} layers per token, each with cross-attention's Q and O (+{qo_share:.0%} "
                                    f"weights): {base * 1e3:.3g} -> {new * 1e3:.3g} ms a step")
-        if self.metric != "throughput_ratio":
-            raise InvalidValueError(f"encoder-decoder predicts ttft_speedup, speedup or throughput_ratio, not {self.metric!r}")
         b0 = int(max_batch(m, s.gpu, n + t, s.precision, s.tp))
         b1 = int(max_batch(m, s.gpu, n + t, s.precision, s.tp, kv_bytes_scale=dec / L))
         if b0 < 1:
