@@ -19,6 +19,11 @@ Run on a machine with a CUDA GPU and PyTorch; writes one CSV per family into
   per-kernel profile of a few steps. ``--only compiled`` runs the same steps
   with each layer through ``torch.compile`` (Inductor fuses the elementwise
   ops, as gpt-fast does): ``llama_step_compiled.csv``, ``llama_kernels_compiled.csv``.
+- ``moe_step.csv`` (``--only moe``): whole decode and prefill steps of
+  Mixtral-8x7B (16 of its 32 layers), the experts as two grouped GEMMs over
+  the rows sorted by expert, with the experts each layer touched, plus
+  ``moe_kernels.csv``, the per-kernel profile of two of them, and
+  ``moe_gemm.csv``, the grouped GEMM alone against cuBLAS on one expert.
 - ``memory.csv``: device-to-device copy bandwidth; ``launch.csv``: empty-kernel
   launch and graph-replay cost.
 
@@ -429,7 +434,7 @@ class Llama:
         self.hq = cfg["num_attention_heads"]
         self.hkv = cfg.get("num_key_value_heads", self.hq)
         self.d = h // self.hq
-        inter, vocab = cfg["intermediate_size"], cfg["vocab_size"]
+        vocab = cfg["vocab_size"]
         s = 0.02
         self.embed = randn(vocab, h, scale=s)
         self.lm_head = randn(vocab, h, scale=s)
@@ -439,8 +444,7 @@ class Llama:
             self.layers.append({
                 "wqkv": randn((self.hq + 2 * self.hkv) * self.d, h, scale=s),
                 "wo": randn(h, self.hq * self.d, scale=s),
-                "w13": randn(2 * inter, h, scale=s),
-                "w2": randn(h, inter, scale=s),
+                **self.mlp_weights(cfg, s),
                 "n1": torch.ones(h, device=DEV, dtype=torch.bfloat16),
                 "n2": torch.ones(h, device=DEV, dtype=torch.bfloat16),
                 "k": torch.empty(batch, self.hkv, max_len, self.d, device=DEV, dtype=torch.bfloat16).normal_(),
@@ -453,6 +457,11 @@ class Llama:
         self.sin = torch.cat([ang.sin(), ang.sin()], -1).to(torch.bfloat16)
         self.eps = cfg.get("rms_norm_eps", 1e-5)
 
+    @staticmethod
+    def mlp_weights(cfg: dict, scale: float) -> dict:
+        h, inter = cfg["hidden_size"], cfg["intermediate_size"]
+        return {"w13": randn(2 * inter, h, scale=scale), "w2": randn(h, inter, scale=scale)}
+
     def _rope(self, x, cos, sin):
         half = x.shape[-1] // 2
         rot = torch.cat([-x[..., half:], x[..., :half]], -1)
@@ -460,6 +469,13 @@ class Llama:
 
     def layer(self, x, wqkv, wo, w13, w2, n1, n2, kcache, vcache, cos, sin, start: int):
         """One decoder layer on x [B, S, h]; writes K, V at positions start..start+S-1 of the cache."""
+        x = self.attend(x, wqkv, wo, n1, kcache, vcache, cos, sin, start)
+        y = F.rms_norm(x, (x.shape[-1],), n2, self.eps)
+        gate, up = F.linear(y, w13).chunk(2, dim=-1)
+        return x + F.linear(F.silu(gate) * up, w2)
+
+    def attend(self, x, wqkv, wo, n1, kcache, vcache, cos, sin, start: int):
+        """The attention half of a layer, residual included."""
         b, s, _ = x.shape
         g = self.hq // self.hkv
         y = F.rms_norm(x, (x.shape[-1],), n1, self.eps)
@@ -477,10 +493,7 @@ class Llama:
         else:
             o = F.scaled_dot_product_attention(q, kc, vc, is_causal=(start == 0), enable_gqa=g > 1)
         o = o.transpose(1, 2).reshape(b, s, self.hq * self.d)
-        x = x + F.linear(o, wo)
-        y = F.rms_norm(x, (x.shape[-1],), n2, self.eps)
-        gate, up = F.linear(y, w13).chunk(2, dim=-1)
-        return x + F.linear(F.silu(gate) * up, w2)
+        return x + F.linear(o, wo)
 
     def step(self, tokens: torch.Tensor, start: int, layer=None):
         """tokens [B, S] at positions start..start+S-1; returns next tokens [B].
@@ -497,6 +510,83 @@ class Llama:
                 x = layer(x, L["wqkv"], L["wo"], L["w13"], L["w2"], L["n1"], L["n2"], L["k"], L["v"], cos, sin, start)
         x = F.rms_norm(x[:, -1], (x.shape[-1],), self.final_norm, self.eps)
         return F.linear(x, self.lm_head).argmax(-1)
+
+
+class Mixtral(Llama):
+    """Llama attention with Mixtral's top-k mixture-of-experts MLP, random bf16 weights.
+
+    The experts run as two grouped GEMMs (``torch._grouped_mm``, CUTLASS on
+    sm90) over the step's token rows sorted by expert, as vLLM's fused MoE and
+    torchtitan group them; routing, the sort, the gather and the weighted
+    scatter-add are ordinary PyTorch kernels. Every shape is static, so the
+    step replays from a CUDA graph. With random weights the router spreads
+    tokens about evenly: ``routing()`` reports how many experts each layer
+    touched and the largest group."""
+
+    @staticmethod
+    def mlp_weights(cfg: dict, scale: float) -> dict:
+        h, inter, e = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_local_experts"]
+        return {"router": randn(e, h, scale=scale),
+                "w13": randn(e, 2 * inter, h, scale=scale),  # [E, out, in]: passed transposed, column-major
+                "w2": randn(e, h, inter, scale=scale)}
+
+    def __init__(self, cfg: dict, layers: int, batch: int, max_len: int):
+        super().__init__(cfg, layers, batch, max_len)
+        self.k = cfg["num_experts_per_tok"]
+        self.experts = cfg["num_local_experts"]
+        self.counts: list[torch.Tensor] | None = None  # per-layer tokens per expert, when recording
+
+    def moe(self, y, router, w13, w2, loop=False):
+        """y [T, h] -> sum over the top-k experts of weight x expert(y); ``loop``: one expert at a time (reference)."""
+        k, e = self.k, self.experts
+        logits = F.linear(y, router)
+        top, chosen = torch.topk(logits, k, dim=-1)
+        weight = torch.softmax(top.float(), dim=-1).to(y.dtype)  # Mixtral: softmax over the k chosen logits
+        flat = chosen.reshape(-1)
+        counts = torch.zeros(e, device=y.device, dtype=torch.int32).scatter_add_(
+            0, flat, torch.ones_like(flat, dtype=torch.int32))
+        if self.counts is not None:
+            self.counts.append(counts.clone())
+        if loop:
+            out = torch.zeros_like(y, dtype=torch.float32)
+            for j in range(e):
+                rows, slot = (chosen == j).nonzero(as_tuple=True)
+                g, u = F.linear(y[rows].float(), w13[j].float()).chunk(2, dim=-1)
+                out.index_add_(0, rows, F.linear(F.silu(g) * u, w2[j].float()) * weight[rows, slot, None].float())
+            return out.to(y.dtype)
+        order = torch.argsort(flat, stable=True)
+        token = order // k
+        offs = torch.cumsum(counts, 0, dtype=torch.int32)
+        g, u = torch._grouped_mm(y[token], w13.transpose(-2, -1), offs=offs).chunk(2, dim=-1)
+        o = torch._grouped_mm(F.silu(g) * u, w2.transpose(-2, -1), offs=offs)
+        o = o * weight.reshape(-1)[order, None]
+        return torch.zeros_like(y).index_add_(0, token, o)
+
+    def layer(self, x, L, cos, sin, start: int, loop=False):
+        x = self.attend(x, L["wqkv"], L["wo"], L["n1"], L["k"], L["v"], cos, sin, start)
+        y = F.rms_norm(x, (x.shape[-1],), L["n2"], self.eps)
+        b, s, h = y.shape
+        return x + self.moe(y.reshape(b * s, h), L["router"], L["w13"], L["w2"], loop).view(b, s, h)
+
+    def step(self, tokens: torch.Tensor, start: int, loop=False):
+        s = tokens.shape[1]
+        x = self.embed[tokens]
+        cos = self.cos[start:start + s][None, None]
+        sin = self.sin[start:start + s][None, None]
+        with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+            for L in self.layers:
+                x = self.layer(x, L, cos, sin, start, loop)
+        x = F.rms_norm(x[:, -1], (x.shape[-1],), self.final_norm, self.eps)
+        return F.linear(x, self.lm_head)
+
+    def routing(self, tokens, start) -> dict:
+        """Experts touched per layer (mean) and the largest group per layer (mean), from one eager step."""
+        self.counts = []
+        self.step(tokens, start)
+        c = torch.stack(self.counts).float()
+        self.counts = None
+        return {"touched_experts_mean": float((c > 0).sum(1).float().mean()),
+                "max_rows_per_expert_mean": float(c.max(1).values.mean())}
 
 
 def _graph(fn):
@@ -590,6 +680,88 @@ def _step_case(t, kt, cfg, name, layers, kind, batch, length, compiled=False, pr
         _profile(kt, fn, name, layers, kind, batch, length)
 
 
+MOE_PLAN = [
+    # Mixtral-8x7B, 16 of its 32 layers (47 GB of weights: fits an H100 too)
+    ("mixtral-8x7b", 16, "decode", [(1, 1024), (4, 1024), (16, 1024), (64, 1024), (256, 1024)]),
+    ("mixtral-8x7b", 16, "prefill", [(1, 512), (1, 2048), (4, 2048)]),
+]
+MOE_PROFILE = {("mixtral-8x7b", "decode", 16, 1024), ("mixtral-8x7b", "prefill", 1, 2048)}
+
+
+#: Mixtral-8x7B's expert matrices: (name, N = out features, K = in features), 8 experts
+MOE_GEMMS = (("w13", 28672, 4096), ("w2", 4096, 14336))
+MOE_ROWS_PER_EXPERT = (1, 4, 16, 64, 256, 1024, 4096)
+
+
+def measure_moe_gemm(out: Path, env: Env, deadline: float, experts: int = 8):
+    """``torch._grouped_mm`` over 8 experts with m rows each, against cuBLAS (``F.linear``) on one expert's m rows."""
+    t = Table(out / "moe_gemm.csv", env)
+    for name, n, k in MOE_GEMMS:
+        w = randn(experts, n, k, scale=0.02)
+        for m in MOE_ROWS_PER_EXPERT:
+            if time.time() > deadline:
+                break
+            a = randn(experts * m, k)
+            offs = torch.arange(1, experts + 1, device=DEV, dtype=torch.int32) * m
+            grouped = lambda: torch._grouped_mm(a, w.transpose(-2, -1), offs=offs)  # noqa: E731
+            got = grouped()[:m].double()
+            ref = a[:m].double() @ w[0].double().T
+            rel_error = float((got - ref).norm() / ref.norm())
+            for impl, fn, groups in (("grouped", grouped, experts), ("cublas_one_expert", lambda: F.linear(a[:m], w[0]), 1)):
+                r = bench(fn)
+                flops = 2 * groups * m * n * k
+                weight_bytes = 2 * groups * n * k
+                t.add(shape=f"mixtral-8x7b.{name}", impl=impl, experts=groups, rows_per_expert=m, n=n, k=k,
+                      dtype="bf16", flops=flops, weight_bytes=weight_bytes, flops_per_s=flops / r["time_s"],
+                      weight_bytes_per_s=weight_bytes / r["time_s"], rel_error=rel_error if impl == "grouped" else "", **r)
+    t.close()
+
+
+def measure_moe_steps(out: Path, env: Env, deadline: float, models_dir: Path):
+    """Whole decode and prefill steps of a mixture-of-experts model (:class:`Mixtral`), graph-replayed."""
+    measure_moe_gemm(out, env, deadline)
+    t = Table(out / "moe_step.csv", env)
+    kt = Table(out / "moe_kernels.csv", env)
+    for name, layers, kind, shapes in MOE_PLAN:
+        cfg = json.loads((models_dir / f"{name}.json").read_text())
+        for batch, length in shapes:
+            if time.time() > deadline:
+                break
+            try:
+                _moe_case(t, kt, cfg, name, layers, kind, batch, length)
+            except Exception as exc:  # noqa: BLE001 - OOM or an unsupported path: record and go on
+                print(f"moe {name} {kind} B={batch} L={length}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            torch.cuda.empty_cache()
+    t.close()
+    kt.close()
+
+
+def _moe_case(t, kt, cfg, name, layers, kind, batch, length):
+    decode = kind == "decode"
+    model = Mixtral(cfg, layers, batch, length + 1 if decode else length)
+    new = 1 if decode else length
+    tokens = torch.randint(0, cfg["vocab_size"], (batch, new), device=DEV)
+    start = length if decode else 0
+    # The grouped experts against one-expert-at-a-time in float32, on fresh rows of this step's size.
+    y = randn(batch * new, cfg["hidden_size"])
+    L = model.layers[0]
+    ref = model.moe(y, L["router"], L["w13"], L["w2"], loop=True).double()
+    got = model.moe(y, L["router"], L["w13"], L["w2"]).double()
+    rel_error = float((got - ref).norm() / ref.norm())
+    routing = model.routing(tokens, start)
+
+    def fn():
+        return model.step(tokens, start).argmax(-1)
+
+    g = _graph(fn)
+    r = bench(g.replay, target_s=0.1, min_reps=5, max_reps=50)
+    t.add(model=name, layers=layers, kind=kind, batch=batch, context=length if decode else 0, new_tokens=new,
+          weight_dtype="bf16", kv_dtype="bf16", attention="flash", experts="torch._grouped_mm",
+          experts_total=model.experts, experts_per_token=model.k, rel_error=rel_error, **routing, **r)
+    if (name, kind, batch, length) in MOE_PROFILE:
+        _profile(kt, fn, name, layers, kind, batch, length)
+
+
 def _profile(table: Table, fn, name, layers, kind, batch, length):
     from torch.profiler import ProfilerActivity, profile
 
@@ -609,7 +781,7 @@ def _profile(table: Table, fn, name, layers, kind, batch, length):
 
 # --- main ------------------------------------------------------------------------
 
-SECTIONS = ("memory", "launch", "gemm", "prefill", "decode", "tree", "steps", "compiled")
+SECTIONS = ("memory", "launch", "gemm", "prefill", "decode", "tree", "steps", "moe", "compiled")
 
 
 def main(argv=None):
@@ -617,8 +789,8 @@ def main(argv=None):
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "out")))
     ap.add_argument("--models", type=Path, default=Path(__file__).resolve().parents[2] / "sim" / "models",
                     help="folder of Hugging Face config.json files named <model>.json")
-    ap.add_argument("--only", nargs="*", choices=SECTIONS, default=[s for s in SECTIONS if s != "compiled"],
-                    help="sections to run (default: all but 'compiled', whose Inductor compiles take minutes)")
+    ap.add_argument("--only", nargs="*", choices=SECTIONS, default=[s for s in SECTIONS if s not in ("moe", "compiled")],
+                    help="sections to run (default: all but 'moe' and 'compiled', each a call of its own)")
     ap.add_argument("--budget-s", type=float, default=300, help="stop starting new cases after this")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -628,7 +800,7 @@ def main(argv=None):
     print(json.dumps(env.fields, default=str))
     start = time.time()
     shares = {"memory": 0.03, "launch": 0.03, "gemm": 0.22, "prefill": 0.12, "decode": 0.2,
-              "tree": 0.1, "steps": 0.3, "compiled": 1.0}
+              "tree": 0.1, "steps": 0.3, "moe": 1.0, "compiled": 1.0}
     used = 0.0
     for section in SECTIONS:
         if section not in args.only:
@@ -651,6 +823,8 @@ def main(argv=None):
                 measure_tree_verify(args.out, env, deadline)
             elif section == "steps":
                 measure_llama_steps(args.out, env, deadline, args.models)
+            elif section == "moe":
+                measure_moe_steps(args.out, env, deadline, args.models)
             elif section == "compiled":
                 measure_llama_steps(args.out, env, deadline, args.models, compiled=True)
         except Exception:  # noqa: BLE001 - one section's failure must not lose the others
