@@ -23,7 +23,11 @@ Run on a machine with a CUDA GPU and PyTorch; writes one CSV per family into
   Mixtral-8x7B (16 of its 32 layers), the experts as two grouped GEMMs over
   the rows sorted by expert, with the experts each layer touched, plus
   ``moe_kernels.csv``, the per-kernel profile of two of them, and
-  ``moe_gemm.csv``, the grouped GEMM alone against cuBLAS on one expert.
+  ``moe_gemm.csv``, the grouped GEMM alone against cuBLAS on one expert;
+  ``--only moe_compiled``: the same steps with each layer through
+  ``torch.compile`` (``moe_step_compiled.csv``, ``moe_kernels_compiled.csv``);
+  ``--only moe_routed``: the grouped GEMM over the uneven groups of routed
+  tokens against the same rows split evenly (``moe_gemm_routed.csv``).
 - ``memory.csv``: device-to-device copy bandwidth; ``launch.csv``: empty-kernel
   launch and graph-replay cost.
 
@@ -568,14 +572,16 @@ class Mixtral(Llama):
         b, s, h = y.shape
         return x + self.moe(y.reshape(b * s, h), L["router"], L["w13"], L["w2"], loop).view(b, s, h)
 
-    def step(self, tokens: torch.Tensor, start: int, loop=False):
+    def step(self, tokens: torch.Tensor, start: int, loop=False, layer=None):
+        """Logits of the last position; ``layer``: the function run per layer (a ``torch.compile`` of :meth:`layer`)."""
+        layer = layer or self.layer
         s = tokens.shape[1]
         x = self.embed[tokens]
         cos = self.cos[start:start + s][None, None]
         sin = self.sin[start:start + s][None, None]
         with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
             for L in self.layers:
-                x = self.layer(x, L, cos, sin, start, loop)
+                x = layer(x, L, cos, sin, start, loop)
         x = F.rms_norm(x[:, -1], (x.shape[-1],), self.final_norm, self.eps)
         return F.linear(x, self.lm_head)
 
@@ -717,18 +723,59 @@ def measure_moe_gemm(out: Path, env: Env, deadline: float, experts: int = 8):
     t.close()
 
 
-def measure_moe_steps(out: Path, env: Env, deadline: float, models_dir: Path):
-    """Whole decode and prefill steps of a mixture-of-experts model (:class:`Mixtral`), graph-replayed."""
-    measure_moe_gemm(out, env, deadline)
-    t = Table(out / "moe_step.csv", env)
-    kt = Table(out / "moe_kernels.csv", env)
-    for name, layers, kind, shapes in MOE_PLAN:
+MOE_COMPILED_PLAN = [
+    ("mixtral-8x7b", 16, "decode", [(1, 1024), (16, 1024), (64, 1024)]),
+    ("mixtral-8x7b", 16, "prefill", [(1, 512), (1, 2048)]),
+]
+
+
+MOE_ROUTED_TOKENS = (128, 512, 2048, 8192)
+
+
+def measure_moe_gemm_routed(out: Path, env: Env, deadline: float, experts: int = 8, k: int = 2):
+    """The grouped GEMM over the uneven groups that routing T tokens to their top-k of 8 experts gives
+    (``impl=routed``: each token's k experts drawn uniformly without replacement, as random router weights
+    do), against the same rows split evenly (``impl=even``), as ``moe_gemm_routed.csv``."""
+    t = Table(out / "moe_gemm_routed.csv", env)
+    gen = torch.Generator(device="cpu").manual_seed(1)
+    for name, n, kk in MOE_GEMMS:
+        w = randn(experts, n, kk, scale=0.02)
+        for tokens in MOE_ROUTED_TOKENS:
+            if time.time() > deadline:
+                break
+            chosen = torch.rand(tokens, experts, generator=gen).argsort(dim=1)[:, :k]
+            routed = torch.bincount(chosen.reshape(-1), minlength=experts)
+            even = torch.full((experts,), tokens * k // experts, dtype=torch.long)
+            a = randn(tokens * k, kk)
+            for impl, counts in (("routed", routed), ("even", even)):
+                offs = torch.cumsum(counts, 0).to(device=DEV, dtype=torch.int32)
+                fn = lambda: torch._grouped_mm(a, w.transpose(-2, -1), offs=offs)  # noqa: E731
+                r = bench(fn)
+                flops = 2 * tokens * k * n * kk
+                t.add(shape=f"mixtral-8x7b.{name}", impl=impl, experts=experts, tokens=tokens, experts_per_token=k,
+                      rows=tokens * k, max_rows_per_expert=int(counts.max()), min_rows_per_expert=int(counts.min()),
+                      counts=" ".join(str(int(c)) for c in counts), n=n, k=kk, dtype="bf16", flops=flops,
+                      flops_per_s=flops / r["time_s"], **r)
+    t.close()
+
+
+def measure_moe_steps(out: Path, env: Env, deadline: float, models_dir: Path, compiled=False):
+    """Whole decode and prefill steps of a mixture-of-experts model (:class:`Mixtral`), graph-replayed;
+    ``compiled``: each layer through ``torch.compile`` (``moe_step_compiled.csv``)."""
+    suffix = "_compiled" if compiled else ""
+    if compiled:
+        torch._dynamo.config.cache_size_limit = 256
+    else:
+        measure_moe_gemm(out, env, deadline)
+    t = Table(out / f"moe_step{suffix}.csv", env)
+    kt = Table(out / f"moe_kernels{suffix}.csv", env)
+    for name, layers, kind, shapes in MOE_COMPILED_PLAN if compiled else MOE_PLAN:
         cfg = json.loads((models_dir / f"{name}.json").read_text())
         for batch, length in shapes:
             if time.time() > deadline:
                 break
             try:
-                _moe_case(t, kt, cfg, name, layers, kind, batch, length)
+                _moe_case(t, kt, cfg, name, layers, kind, batch, length, compiled)
             except Exception as exc:  # noqa: BLE001 - OOM or an unsupported path: record and go on
                 print(f"moe {name} {kind} B={batch} L={length}: {type(exc).__name__}: {exc}", file=sys.stderr)
             torch.cuda.empty_cache()
@@ -736,7 +783,7 @@ def measure_moe_steps(out: Path, env: Env, deadline: float, models_dir: Path):
     kt.close()
 
 
-def _moe_case(t, kt, cfg, name, layers, kind, batch, length):
+def _moe_case(t, kt, cfg, name, layers, kind, batch, length, compiled=False):
     decode = kind == "decode"
     model = Mixtral(cfg, layers, batch, length + 1 if decode else length)
     new = 1 if decode else length
@@ -750,14 +797,21 @@ def _moe_case(t, kt, cfg, name, layers, kind, batch, length):
     rel_error = float((got - ref).norm() / ref.norm())
     routing = model.routing(tokens, start)
 
-    def fn():
-        return model.step(tokens, start).argmax(-1)
+    layer = torch.compile(model.layer, dynamic=False) if compiled else None
 
+    def fn():
+        return model.step(tokens, start, layer=layer).argmax(-1)
+
+    t0 = time.time()
+    fn()  # compiles, when compiled
+    torch.cuda.synchronize()
+    compile_s = time.time() - t0
     g = _graph(fn)
     r = bench(g.replay, target_s=0.1, min_reps=5, max_reps=50)
     t.add(model=name, layers=layers, kind=kind, batch=batch, context=length if decode else 0, new_tokens=new,
           weight_dtype="bf16", kv_dtype="bf16", attention="flash", experts="torch._grouped_mm",
-          experts_total=model.experts, experts_per_token=model.k, rel_error=rel_error, **routing, **r)
+          experts_total=model.experts, experts_per_token=model.k, rel_error=rel_error,
+          ops="torch.compile per layer (Inductor)" if compiled else "eager", first_call_s=compile_s, **routing, **r)
     if (name, kind, batch, length) in MOE_PROFILE:
         _profile(kt, fn, name, layers, kind, batch, length)
 
@@ -781,7 +835,8 @@ def _profile(table: Table, fn, name, layers, kind, batch, length):
 
 # --- main ------------------------------------------------------------------------
 
-SECTIONS = ("memory", "launch", "gemm", "prefill", "decode", "tree", "steps", "moe", "compiled")
+SECTIONS = ("memory", "launch", "gemm", "prefill", "decode", "tree", "steps", "moe", "moe_routed", "moe_compiled",
+            "compiled")
 
 
 def main(argv=None):
@@ -789,8 +844,8 @@ def main(argv=None):
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "out")))
     ap.add_argument("--models", type=Path, default=Path(__file__).resolve().parents[2] / "sim" / "models",
                     help="folder of Hugging Face config.json files named <model>.json")
-    ap.add_argument("--only", nargs="*", choices=SECTIONS, default=[s for s in SECTIONS if s not in ("moe", "compiled")],
-                    help="sections to run (default: all but 'moe' and 'compiled', each a call of its own)")
+    ap.add_argument("--only", nargs="*", choices=SECTIONS, default=[s for s in SECTIONS if not s.startswith("moe") and s != "compiled"],
+                    help="sections to run (default: all but the MoE and compiled ones, each a call of its own)")
     ap.add_argument("--budget-s", type=float, default=300, help="stop starting new cases after this")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -800,7 +855,8 @@ def main(argv=None):
     print(json.dumps(env.fields, default=str))
     start = time.time()
     shares = {"memory": 0.03, "launch": 0.03, "gemm": 0.22, "prefill": 0.12, "decode": 0.2,
-              "tree": 0.1, "steps": 0.3, "moe": 1.0, "compiled": 1.0}
+              "tree": 0.1, "steps": 0.3, "moe": 1.0, "moe_routed": 1.0, "moe_compiled": 1.0,
+              "compiled": 1.0}
     used = 0.0
     for section in SECTIONS:
         if section not in args.only:
@@ -825,6 +881,10 @@ def main(argv=None):
                 measure_llama_steps(args.out, env, deadline, args.models)
             elif section == "moe":
                 measure_moe_steps(args.out, env, deadline, args.models)
+            elif section == "moe_routed":
+                measure_moe_gemm_routed(args.out, env, deadline)
+            elif section == "moe_compiled":
+                measure_moe_steps(args.out, env, deadline, args.models, compiled=True)
             elif section == "compiled":
                 measure_llama_steps(args.out, env, deadline, args.models, compiled=True)
         except Exception:  # noqa: BLE001 - one section's failure must not lose the others
