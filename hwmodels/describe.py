@@ -68,6 +68,7 @@ _CAL_UNITS = {
     "hbm_fraction": "fraction",
     "hbm_read_fraction": "fraction",
     "gemv_fraction": "fraction",
+    "grouped_gemm_fraction": "fraction",
     "mma_sync_fraction": "fraction",
     "l2_bytes_per_s": "B/s",
     "l2_latency_cycles": "cycles",

@@ -3,7 +3,7 @@
 Per op (one kernel, on one GPU):
 
     compute_s  = FLOPs / (peak[dtype] * gemm_fraction[dtype])   (tile- and wave-quantized for GEMMs)
-    memory_s   = bytes / (hbm_bytes_per_s * hbm_fraction)       (GEMMs: gemv_fraction, their measured weight-streaming rate)
+    memory_s   = bytes / (hbm_bytes_per_s * hbm_fraction)       (GEMMs: gemv_fraction, grouped ones grouped_gemm_fraction: measured weight-streaming rates)
     overhead_s = kernels * launch_s + fixed latencies         (CUDA-graph launch by default; e.g. a combine kernel's chain of loads)
     dequant_s  = a weight-only GEMM's dequantization issue time (sim.dequant; 0 otherwise)
     time_s     = max(compute_s, memory_s + dequant_s) + overhead_s
@@ -31,7 +31,7 @@ import hwmodels as hw
 from hwmodels.calibration import Calibration
 from sim.attention import default_kernel, get_attention_kernel
 from sim.dequant import dequant_kernel, dequant_s
-from sim.graph import Op, Sharding, step_graph
+from sim.graph import Op, Routing, Sharding, step_graph
 from sim.model import ModelConfig
 from sim.precision import Precision
 from sim.step import Step
@@ -98,12 +98,46 @@ def tile_rows(rows) -> np.ndarray:
     return np.where(rows <= 128, small, np.where(pad64 < pad128, 64.0, 128.0))
 
 
+def _normal_sf(z: np.ndarray) -> np.ndarray:
+    """P(Z > z) for a standard normal Z: erfc by Abramowitz & Stegun 7.1.26 (absolute error < 1.5e-7)."""
+    x = np.abs(z) / np.sqrt(2.0)
+    t = 1.0 / (1.0 + 0.3275911 * x)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    upper = 0.5 * poly * np.exp(-x * x)  # P(Z > |z|)
+    return np.where(z >= 0, upper, 1.0 - upper)
+
+
+def expected_group_tiles(routing: Routing, tile: np.ndarray) -> np.ndarray:
+    """Expected row tiles of all groups, ``experts x E[ceil(n / tile)]`` for ``n ~ Binomial(T, p)``.
+
+    ``E[ceil(n/t)] = sum over j >= 0 of P(n > j t)``: the j = 0 term exactly,
+    ``1 - (1 - p)^T`` (the chance the group has any row); the others by the
+    normal approximation with continuity correction, ``P(n > x) ~ Q((x + 1/2 -
+    Tp) / sqrt(T p (1 - p)))``, zero once ``x >= T``. Terms far below the mean
+    are 1 and are counted, not summed.
+    """
+    tokens, p = np.asarray(routing.tokens, dtype=float), routing.share
+    mean, sd = tokens * p, np.sqrt(np.maximum(tokens * p * (1.0 - p), 1e-12))
+    tile = np.broadcast_to(np.asarray(tile, dtype=float), mean.shape)
+    first_uncertain = np.maximum(np.floor((mean - 7.0 * sd) / tile), 1.0)  # j from here on is summed
+    width = int(np.max(np.ceil(14.0 * sd / tile))) + 2 if mean.size else 2
+    j = first_uncertain[..., None] + np.arange(width)
+    x = j * tile[..., None]
+    tail = np.where(x < tokens[..., None], _normal_sf((x + 0.5 - mean[..., None]) / sd[..., None]), 0.0)
+    per_group = (1.0 - (1.0 - p) ** tokens) + (first_uncertain - 1.0) + tail.sum(axis=-1)
+    return routing.experts * per_group
+
+
 def gemm_compute_s(op: Op, device: hw.Device, flops_per_s: float) -> np.ndarray:
-    """Tile- and wave-quantized GEMM compute time (see the module docstring)."""
+    """Tile- and wave-quantized GEMM compute time (see the module docstring); a routed grouped GEMM pads each
+    uneven group to whole tiles (:func:`expected_group_tiles`)."""
     m, n, k = op.gemm_mnk
     tm = tile_rows(m)
-    tiles_m = np.ceil(np.maximum(m, 1e-9) / tm)
-    tiles = tiles_m * np.ceil(n / TILE_N) * op.gemm_groups
+    if op.routing is not None:
+        tiles_m = expected_group_tiles(op.routing, tm)
+    else:
+        tiles_m = np.ceil(np.maximum(m, 1e-9) / tm) * op.gemm_groups
+    tiles = tiles_m * np.ceil(n / TILE_N)
     padded_flops = 2.0 * tiles * tm * TILE_N * k
     sms = device.sm_count
     waves = np.ceil(tiles / sms)
@@ -122,8 +156,8 @@ def time_op(op: Op, step: Step, model: ModelConfig, sharding: Sharding, device: 
         return OpTime(op, at.compute_s, at.memory_s, at.kernels * launch_s + at.latency_s, at.note)
     flops_per_s = device.peak(op.dtype) * cal.gemm_fraction[op.dtype]
     compute = gemm_compute_s(op, device, flops_per_s) if op.kind == "gemm" else op.flops / flops_per_s
-    if op.kind == "gemm":  # a memory-bound GEMM streams its weights at cuBLAS's measured GEMV rate
-        bytes_per_s = cal.achievable_gemv_bytes_per_s(device)
+    if op.kind == "gemm":  # a memory-bound GEMM streams its weights at the measured GEMV (or grouped-GEMM) rate
+        bytes_per_s = cal.achievable_grouped_gemm_bytes_per_s(device) if op.grouped else cal.achievable_gemv_bytes_per_s(device)
     memory = op.bytes / bytes_per_s
     dequant, note = np.float64(0.0), ""
     if op.weight_only_bits is not None:

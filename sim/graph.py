@@ -14,7 +14,9 @@ activations ``MK + MN`` at activation precision. Attention: ``4 d`` FLOPs per
 and the new tokens' K and V written once. Norms, RoPE and the MLP activation
 read and write their inputs once. MoE: tokens go to ``k`` of ``E`` experts; the
 expected number of distinct experts touched by ``M`` tokens under uniform
-routing is ``E (1 - (1 - k/E)^M)``, and only their weights are read.
+routing is ``E (1 - (1 - k/E)^M)``, and only their weights are read, by one
+grouped GEMM per matrix; routing, the copy of each token's row per chosen
+expert and the weighted sum back are ops of their own.
 """
 
 from __future__ import annotations
@@ -29,6 +31,17 @@ from sim.precision import Precision
 from sim.step import Step
 
 OP_KINDS = ("gemm", "attention", "memory")
+
+
+@dataclass(frozen=True, eq=False)
+class Routing:
+    """How a grouped GEMM's rows fall into its groups: each of ``experts`` groups (this GPU's experts) gets
+    ``Binomial(tokens, share)`` rows, as uniform top-k routing of ``tokens`` tokens over E experts does
+    (``share = k / E``). The groups are uneven, and each is padded to whole tiles on its own."""
+
+    tokens: np.ndarray
+    share: float
+    experts: float
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,6 +62,10 @@ class Op:
     gemm_groups: np.ndarray = field(default_factory=lambda: np.float64(1.0))
     #: bits of weights dequantized on the fly to the activations' width (weight-only GEMMs), else None
     weight_only_bits: int | None = None
+    #: one grouped-GEMM launch over several experts' weights (streams at the grouped rate when memory-bound)
+    grouped: bool = False
+    #: the distribution of the groups' rows, for their tile padding (None: ``gemm_groups`` even groups)
+    routing: Routing | None = None
 
     @property
     def bytes(self) -> np.ndarray:
@@ -88,7 +105,7 @@ def check_sharding(model: ModelConfig, sharding: Sharding) -> None:
         raise InvalidValueError(f"{model.name} has {experts} experts, not divisible by EP={sharding.ep}")
 
 
-def _gemm(name, rows, n, k, p: Precision, repeat: int, groups=1.0, weight_copies=1.0) -> Op:
+def _gemm(name, rows, n, k, p: Precision, repeat: int, groups=1.0, weight_copies=1.0, routing: Routing | None = None) -> Op:
     rows = np.asarray(rows, dtype=float)
     a = p.activation_bytes
     return Op(
@@ -102,6 +119,8 @@ def _gemm(name, rows, n, k, p: Precision, repeat: int, groups=1.0, weight_copies
         gemm_mnk=(rows / groups, np.float64(n), np.float64(k)),
         gemm_groups=np.asarray(groups, dtype=float),
         weight_only_bits=p.weight_bits if p.weight_bits < p.activation_bits and p.gemm_dtype != "fp8" else None,
+        grouped=routing is not None,
+        routing=routing,
     )
 
 
@@ -186,9 +205,17 @@ def _mlp(m: ModelConfig, rows, ffn: int, p: Precision, sharding: Sharding) -> li
     # Expected distinct experts (of this GPU's) touched by the step's tokens, uniform routing.
     touched = local_experts * (1.0 - (1.0 - k / experts) ** np.asarray(rows, dtype=float))
     expert_rows = rows * k / sharding.ep
+    routing = Routing(tokens=np.asarray(rows, dtype=float), share=k / experts, experts=local_experts)
+    # The kernels of TensorRT-LLM's MoE layer (cpp/tensorrt_llm/kernels/cutlass_kernels/moe_gemm/moe_kernels.cu):
+    # top-k gating, the expert map (a sort of the (token, expert) pairs) and the grouped GEMMs' problem setup;
+    # expandInputRowsKernel copies each token's row once per chosen expert, in expert order; two grouped GEMMs
+    # with the activation between them; finalizeMoeRoutingKernel weights and sums each token's k expert rows.
     return [
         _gemm("moe_router", rows, experts, h, p, L),
-        _gemm("moe_up", expert_rows, up_width, h, p, L, groups=touched, weight_copies=touched),
+        _memory("moe_route", rows * experts, 2.0 * rows * k, p, L, flops_per_element=4.0, kernels=3),
+        _memory("moe_permute", expert_rows * h, expert_rows * h, p, L, flops_per_element=0.0),
+        _gemm("moe_up", expert_rows, up_width, h, p, L, groups=touched, weight_copies=touched, routing=routing),
         _memory("moe_act", expert_rows * up_width, expert_rows * ffn, p, L, flops_per_element=4.0),
-        _gemm("moe_down", expert_rows, h, ffn, p, L, groups=touched, weight_copies=touched),
+        _gemm("moe_down", expert_rows, h, ffn, p, L, groups=touched, weight_copies=touched, routing=routing),
+        _memory("moe_combine", expert_rows * h, expert_rows / k * h, p, L, flops_per_element=2.0),
     ]

@@ -16,9 +16,15 @@ ourselves on one card (the run folder's README gives the card, clocks, method):
   measured GPU time of the GEMM, attention and other kernels against the step
   model's GEMM ops, attention op and remaining ops. This says where a step's
   miss comes from.
+- **Mixture of experts** (``moe/<card>_<date>/``, :data:`MOE_RUNS`): the
+  grouped expert GEMM alone (``moe_gemm.csv``) against a grouped GEMM op, the
+  experts each step touched against ``E (1 - (1 - k/E)^M)``, whole Mixtral
+  steps (``moe_step.csv``, 16 of 32 layers, eager ops) and their grouped-GEMM
+  kernels (``moe_kernels.csv``) against ``moe_up`` + ``moe_down``.
 
 Nothing here is fitted: the predictions use the catalog and calibration as
-they are. ``python -m sim.validation_runs`` prints the tables.
+they are (two rows set a rate: the GEMV and grouped-GEMM streaming rates of
+each card, named by :data:`GEMV_CALIBRATION_ROW` and :data:`GROUPED_CALIBRATION_ROW`). ``python -m sim.validation_runs`` prints the tables.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ import numpy as np
 import hwmodels as hw
 from sim import step as steps
 from sim.cost import step_cost, time_op
-from sim.graph import Op
+from sim.graph import Op, Routing
 from sim.model import get_model
 from sim.kernel.validation import RUN, RUNS  # run folder -> catalog device, from its environment.json
 from sim.precision import Precision
@@ -44,6 +50,20 @@ RUN_DEVICE = RUNS[RUN]
 
 #: the gemm.csv row each run's GEMV streaming rate was read from (hwmodels/data/calibration, gemv_gb_per_s)
 GEMV_CALIBRATION_ROW = "llama-3.1-8b.lm_head bf16 1x128256x4096"
+#: the moe_gemm.csv row each card's grouped-GEMM streaming rate was read from (grouped_gemm_gb_per_s)
+GROUPED_CALIBRATION_ROW = "mixtral-8x7b.w13 grouped 8x16x28672x4096"
+MOE = resources.files("sim") / "data" / "measured" / "moe"
+
+
+def moe_runs() -> dict[str, str]:
+    """``moe/<card>_<date>`` folders -> the catalog device each was measured on (its ``environment.json``)."""
+    import json
+
+    return {d.name: hw.CATALOG.get(json.loads((d / "environment.json").read_text())["device_name"]).name
+            for d in sorted(MOE.iterdir(), key=lambda d: d.name) if (d / "environment.json").is_file()}
+
+
+MOE_RUNS = moe_runs()
 
 _DTYPE = {"bf16": "bf16", "fp16": "fp16", "fp8_e4m3": "fp8", "tf32": "tf32"}
 _IN_BYTES = {"bf16": 2, "fp16": 2, "fp8": 1, "tf32": 4}
@@ -174,6 +194,98 @@ def class_comparisons(run: str = RUN, device: str | None = None, ops: str = "eag
     return out
 
 
+def _moe_csv(name: str, run: str) -> list[dict]:
+    with resources.as_file(MOE / run / name) as path, open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def moe_gemm_comparisons(run: str) -> list[Comparison]:
+    """``moe_gemm.csv``: the grouped GEMM (``experts`` groups of ``rows_per_expert`` rows) and cuBLAS on one expert,
+    each against the step model's GEMM op of that shape (grouped: :attr:`sim.graph.Op.grouped`), no launch cost."""
+    dev = hw.get_device(MOE_RUNS[run])
+    cal = hw.calibration(dev)
+    out = []
+    for r in _moe_csv("moe_gemm.csv", run):
+        g, m, n, k = (float(r[key]) for key in ("experts", "rows_per_expert", "n", "k"))
+        op = Op("gemm", "gemm", 1, np.float64(2 * g * m * n * k), np.float64(2 * g * n * k),
+                np.float64(2 * g * m * (k + n)), gemm_mnk=(np.float64(m), np.float64(n), np.float64(k)),
+                gemm_groups=np.float64(g), grouped=r["impl"] == "grouped")
+        t = time_op(op, None, None, None, dev, cal, 0.0, "flash")
+        out.append(Comparison(f"{r['shape']} {r['impl']} {int(g)}x{int(m)}x{int(n)}x{int(k)}",
+                              float(r["time_s"]), float(t.time_s), str(t.bound)))
+    return out
+
+
+def moe_routed_comparisons(run: str) -> list[Comparison]:
+    """``moe_gemm_routed.csv``: the grouped GEMM over routed (uneven, ``impl=routed``) and even groups of the same
+    rows, against the grouped GEMM op with :class:`sim.graph.Routing` for the routed rows."""
+    dev = hw.get_device(MOE_RUNS[run])
+    cal = hw.calibration(dev)
+    out = []
+    for r in _moe_csv("moe_gemm_routed.csv", run):
+        g, tokens, k_tok, n, k = (float(r[key]) for key in ("experts", "tokens", "experts_per_token", "n", "k"))
+        rows = tokens * k_tok
+        routing = Routing(np.float64(tokens), k_tok / g, g) if r["impl"] == "routed" else None
+        op = Op("gemm", "gemm", 1, np.float64(2 * rows * n * k), np.float64(2 * g * n * k),
+                np.float64(2 * rows * (k + n)), gemm_mnk=(np.float64(rows / g), np.float64(n), np.float64(k)),
+                gemm_groups=np.float64(g), grouped=True, routing=routing)
+        t = time_op(op, None, None, None, dev, cal, 0.0, "flash")
+        out.append(Comparison(f"{r['shape']} {r['impl']} {int(tokens)} tokens (rows per expert "
+                              f"{r['min_rows_per_expert']}-{r['max_rows_per_expert']})",
+                              float(r["time_s"]), float(t.time_s), str(t.bound)))
+    return out
+
+
+def _moe_model(row: dict):
+    return dataclasses.replace(get_model(row["model"]), num_layers=int(row["layers"]))
+
+
+def expected_touched_experts(row: dict) -> float:
+    """``E (1 - (1 - k/E)^M)`` for the step's ``M`` tokens (:mod:`sim.graph`'s uniform-routing expectation)."""
+    e, k = float(row["experts_total"]), float(row["experts_per_token"])
+    tokens = int(row["batch"]) * int(row["new_tokens"])
+    return e * (1.0 - (1.0 - k / e) ** tokens)
+
+
+def has_moe_csv(name: str, run: str) -> bool:
+    return (MOE / run / name).is_file()
+
+
+def moe_step_comparisons(run: str, ops: str = "eager") -> list[Comparison]:
+    """``moe_step{_compiled}.csv``: whole Mixtral steps (CUDA graph) against :func:`sim.cost.step_cost`."""
+    dev = hw.get_device(MOE_RUNS[run])
+    out = []
+    for r in _moe_csv(f"moe_step{OPS[ops]}.csv", run):
+        cost = step_cost(_moe_model(r), dev, _run_step(r), Precision())
+        by_bound = {k: float(np.sum(v)) for k, v in cost.time_by_bound().items()}
+        label = f"{r['model']} ({r['layers']} layers) {r['kind']} batch {r['batch']} " + (
+            f"context {r['context']}" if r["kind"] == "decode" else f"{r['new_tokens']} tokens")
+        out.append(Comparison(label, float(r["time_s"]), float(cost.time_s), max(by_bound, key=by_bound.get)))
+    return out
+
+
+_GROUPED_KERNEL = re.compile(r"GroupProblemShape")  # CUTLASS 3.x grouped GEMM (torch._grouped_mm on sm90)
+
+
+def moe_expert_comparisons(run: str, ops: str = "eager") -> list[Comparison]:
+    """Per profiled Mixtral step, the grouped-GEMM kernels' GPU time against the model's ``moe_up`` + ``moe_down``."""
+    dev = hw.get_device(MOE_RUNS[run])
+    measured: dict[tuple, float] = {}
+    for r in _moe_csv(f"moe_kernels{OPS[ops]}.csv", run):
+        key = (r["model"], r["layers"], r["kind"], r["batch"], r["length"])
+        if _GROUPED_KERNEL.search(r["kernel"]):
+            measured[key] = measured.get(key, 0.0) + float(r["total_time_s"])
+    out = []
+    for key, seconds in measured.items():
+        model, layers, kind, batch, length = key
+        row = {"model": model, "layers": layers, "kind": kind, "batch": batch, "context": length, "new_tokens": length}
+        cost = step_cost(_moe_model(row), dev, _run_step(row), Precision())
+        predicted = sum(float(np.sum(ot.total_s)) for ot in cost.ops if ot.op.name in ("moe_up", "moe_down"))
+        out.append(Comparison(f"{model} {kind} batch {batch} length {length}: expert GEMMs", seconds, predicted,
+                              "grouped gemm"))
+    return out
+
+
 def stats(comparisons: list[Comparison]) -> dict:
     errors = [abs(c.error) for c in comparisons]
     return {"rows": len(errors), "median_abs_error": statistics.median(errors) if errors else None,
@@ -227,3 +339,16 @@ if __name__ == "__main__":  # python -m sim.validation_runs
             print("\n", stats(rows), "\n")
         for family, s in summary(run).items():
             print(f"| {family} | {s['rows']} | {s['median_error']:+.1%} | {s['median_abs_error']:.1%} | {s['max_abs_error']:.1%} |")
+    for run, device in MOE_RUNS.items():
+        print(f"## moe/{run} ({device})\n")
+        tables = [("Grouped and one-expert GEMMs", moe_gemm_comparisons(run)),
+                  ("Mixtral steps, eager", moe_step_comparisons(run)),
+                  ("Expert GEMMs of profiled steps", moe_expert_comparisons(run))]
+        if has_moe_csv("moe_gemm_routed.csv", run):
+            tables.append(("Grouped GEMMs over routed and even groups", moe_routed_comparisons(run)))
+        if has_moe_csv("moe_step_compiled.csv", run):
+            tables += [("Mixtral steps, compiled", moe_step_comparisons(run, ops="compiled")),
+                       ("Expert GEMMs of profiled compiled steps", moe_expert_comparisons(run, ops="compiled"))]
+        for title, rows in tables:
+            print(_table(title, rows))
+            print("\n", stats(rows), "\n")

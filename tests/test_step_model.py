@@ -205,3 +205,48 @@ def test_weight_only_widths_without_a_measured_kernel_say_so():
     assert float(qkv.dequant_s) == 0 and "not modelled" in qkv.note
     fp8 = step_cost(LLAMA7, hw.get_device("H100-SXM"), steps.decode(1, 512), Precision(weight_bits=8, activation_bits=8))
     assert all(o.op.weight_only_bits is None for o in fp8.ops)
+
+
+MIXTRAL = get_model("Mixtral-8x7B")
+
+
+@pytest.mark.parametrize("tokens", [1, 3, 17, 200, 511, 2048])
+@pytest.mark.parametrize("tile", [16.0, 64.0, 128.0])
+def test_uneven_expert_groups_pad_to_the_tiles_the_binomial_expects(tokens, tile):
+    """E[sum over 8 experts of ceil(n / tile)], n ~ Binomial(T, 2/8), against the exact sum over the pmf."""
+    from math import ceil, exp, lgamma, log
+
+    from sim.cost import expected_group_tiles
+    from sim.graph import Routing
+
+    p = 0.25
+
+    def pmf(n):
+        return exp(lgamma(tokens + 1) - lgamma(n + 1) - lgamma(tokens - n + 1) + n * log(p) + (tokens - n) * log(1 - p))
+
+    exact = 8 * sum(pmf(n) * ceil(n / tile) for n in range(tokens + 1))
+    got = float(expected_group_tiles(Routing(np.float64(tokens), p, 8.0), tile))
+    assert got == pytest.approx(exact, rel=0.01, abs=0.02)
+
+
+def test_an_moe_layer_costs_routing_the_copy_per_expert_and_the_weighted_sum_beside_its_grouped_gemms():
+    ops = {op.name: op for op in step_graph(MIXTRAL, steps.prefill(1, 2048))}
+    assert [n for n in ops if n.startswith("moe")] == ["moe_router", "moe_route", "moe_permute", "moe_up", "moe_act",
+                                                       "moe_down", "moe_combine"]
+    rows, h = 2048 * 2, MIXTRAL.hidden_size
+    assert float(ops["moe_permute"].activation_bytes) == 2 * rows * h * 2  # read and write each expert row once
+    assert float(ops["moe_combine"].activation_bytes) == (rows + 2048) * h * 2  # k rows in, one out per token
+    assert ops["moe_up"].grouped and ops["moe_down"].grouped and not ops["moe_router"].grouped
+
+
+def test_grouped_expert_gemms_stream_at_their_measured_rate_where_there_is_one():
+    """On the H200 the grouped rate (kernelab's own run) is below the GEMV rate, so a decode step's expert
+    GEMMs take longer than dense GEMMs of the same weights would; an unmeasured card keeps its GEMV rate."""
+    for device, slower in (("H200", True), ("A100-SXM-80GB", False)):
+        dev = hw.get_device(device)
+        cal = hw.calibration(dev)
+        grouped, gemv = cal.achievable_grouped_gemm_bytes_per_s(dev), cal.achievable_gemv_bytes_per_s(dev)
+        assert (grouped < 0.8 * gemv) if slower else grouped == gemv
+        cost = step_cost(MIXTRAL, dev, steps.decode(16, 1024))
+        up = next(t for t in cost.ops if t.op.name == "moe_up")
+        assert float(up.memory_s) == pytest.approx(float(up.op.bytes) / grouped)

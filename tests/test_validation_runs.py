@@ -151,3 +151,134 @@ def test_long_int4_gemms_at_one_token_are_within_ten_percent():
 def test_int4_gemms_at_eight_tokens_within_twenty_percent():
     rows = [c for c in vr.weight_only_comparisons() if " 8x" in c.label]
     assert vr.stats(rows)["median_abs_error"] <= 0.20
+
+
+# --- mixture of experts (sim/data/measured/moe/) ----------------------------------
+
+MOE_RUNS = pytest.mark.parametrize("run", sorted(vr.MOE_RUNS))
+
+
+@cache
+def moe_gemms(run):
+    return vr.moe_gemm_comparisons(run)
+
+
+def test_the_moe_runs_are_of_both_hopper_cards():
+    assert sorted(vr.MOE_RUNS.values()) == ["H100-SXM", "H200"]
+    for run, device in vr.MOE_RUNS.items():
+        env = json.loads((vr.MOE / run / "environment.json").read_text())
+        assert env["device_name"] == CARD[device]
+
+
+@MOE_RUNS
+def test_random_routing_touches_as_many_experts_as_uniform_routing_expects(run):
+    """The step model's E (1 - (1 - k/E)^M) against the experts the run's router actually chose, a mean over 16
+    layers: at 4 tokens one layer's count has a standard deviation of about 0.8, its 16-layer mean about 0.2."""
+    rows = vr._moe_csv("moe_step.csv", run)
+    assert len(rows) == 8
+    for r in rows:
+        assert float(r["touched_experts_mean"]) == pytest.approx(vr.expected_touched_experts(r), abs=0.5)
+
+
+@MOE_RUNS
+def test_every_moe_row_is_compared(run):
+    assert len(moe_gemms(run)) == len(vr._moe_csv("moe_gemm.csv", run)) == 28
+    assert len(vr.moe_step_comparisons(run)) == 8
+    assert len(vr.moe_expert_comparisons(run)) == 2
+
+
+@MOE_RUNS
+def test_grouped_expert_gemms_from_4_to_1024_rows_per_expert_are_within_twelve_percent(run):
+    """At the grouped streaming rate read from one row of the same run (excluded), and the dense compute rate."""
+    rows = [c for c in moe_gemms(run) if " grouped " in c.label and c.label != vr.GROUPED_CALIBRATION_ROW
+            and 4 <= int(c.label.split()[-1].split("x")[1]) <= 1024]
+    assert len(rows) == 9
+    assert all(abs(c.error) <= 0.12 for c in rows), [(c.label, round(c.error, 3)) for c in rows]
+
+
+def test_the_grouped_gemm_streams_slower_than_cublas_on_the_h200_and_the_model_says_so():
+    """Eight experts' gate+up weights in one grouped launch take longer than eight times one expert through cuBLAS
+    on the H200, and the model's grouped rate (read off the run) is below its GEMV rate there, not on the H100."""
+    import hwmodels as hw
+
+    for run, device in vr.MOE_RUNS.items():
+        dev = hw.get_device(device)
+        cal = hw.calibration(dev)
+        ratio = cal.achievable_grouped_gemm_bytes_per_s(dev) / cal.achievable_gemv_bytes_per_s(dev)
+        assert ratio < 0.75 if device == "H200" else ratio == pytest.approx(1.0, abs=0.03)
+    rows = {(r["impl"], r["shape"], r["rows_per_expert"]): float(r["time_s"])
+            for r in vr._moe_csv("moe_gemm.csv", "h200_2026-11-26")}
+    assert rows[("grouped", "mixtral-8x7b.w13", "16")] > 1.1 * 8 * rows[("cublas_one_expert", "mixtral-8x7b.w13", "16")]
+
+
+@MOE_RUNS
+def test_the_expert_gemms_of_a_decode_step_are_within_five_percent(run):
+    rows = [c for c in vr.moe_expert_comparisons(run) if " decode " in c.label]
+    assert len(rows) == 1 and abs(rows[0].error) <= 0.05
+
+
+@MOE_RUNS
+def test_moe_decode_steps_from_batch_4_are_within_twenty_two_percent_and_too_fast(run):
+    rows = [c for c in vr.moe_step_comparisons(run) if " decode " in c.label and " batch 1 " not in c.label]
+    assert len(rows) == 4
+    assert all(-0.22 <= c.error < 0 for c in rows), [(c.label, round(c.error, 3)) for c in rows]
+
+
+def test_uneven_groups_cost_more_than_even_ones_and_the_model_says_so():
+    """Routed tokens split unevenly over the experts; each group is padded to whole tiles on its own. Measured on
+    the H200: from 512 tokens on, the routed groups take longer than the same rows split evenly; the model's
+    binomial tile count (sim.cost.expected_group_tiles) never predicts less time for them, and more where the
+    extra tiles add a wave (2048 tokens)."""
+    comparisons = {c.label.split(" (")[0]: c for c in vr.moe_routed_comparisons("h200_2026-11-26")}
+    assert len(comparisons) == 16
+    for shape in ("w13", "w2"):
+        for tokens in (512, 2048, 8192):
+            routed = comparisons[f"mixtral-8x7b.{shape} routed {tokens} tokens"]
+            even = comparisons[f"mixtral-8x7b.{shape} even {tokens} tokens"]
+            assert routed.measured_s > 1.03 * even.measured_s
+            assert routed.predicted_s >= even.predicted_s
+        assert (comparisons[f"mixtral-8x7b.{shape} routed 2048 tokens"].predicted_s
+                > 1.05 * comparisons[f"mixtral-8x7b.{shape} even 2048 tokens"].predicted_s)
+
+
+def test_routed_grouped_gemms_that_are_compute_bound_are_within_twenty_five_percent():
+    rows = [c for c in vr.moe_routed_comparisons("h200_2026-11-26") if " routed " in c.label and c.bound == "compute"]
+    assert len(rows) == 4
+    assert all(-0.25 <= c.error < 0 for c in rows), [(c.label, round(c.error, 3)) for c in rows]
+
+
+@MOE_RUNS
+def test_the_expert_gemms_of_a_prefill_step_are_within_twenty_percent_and_too_fast(run):
+    """With the uneven groups' tiles counted (without them: -22% on the H200, -28% on the H100)."""
+    rows = [c for c in vr.moe_expert_comparisons(run) if " prefill " in c.label]
+    assert len(rows) == 1 and -0.20 <= rows[0].error < 0
+
+
+@MOE_RUNS
+@pytest.mark.xfail(strict=True, reason="the grouped kernel at 470-540 rows per expert runs 12-25% below the "
+                                       "calibrated GEMM rate even with its tiles counted (routed rows above), and "
+                                       "the SM clock falls under the load (1620-1740 MHz read after the prefills)")
+def test_the_expert_gemms_of_a_prefill_step_are_within_ten_percent(run):
+    rows = [c for c in vr.moe_expert_comparisons(run) if " prefill " in c.label]
+    assert all(abs(c.error) <= 0.10 for c in rows)
+
+
+def test_compiling_the_moe_layer_brings_the_measured_steps_toward_the_model():
+    """torch.compile fuses the MoE layer's elementwise ops (H200): every step is faster than eager, and the
+    decode steps of 16 and 64 sequences come within 8%."""
+    eager = {c.label: c for c in vr.moe_step_comparisons("h200_2026-11-26")}
+    compiled = vr.moe_step_comparisons("h200_2026-11-26", ops="compiled")
+    assert len(compiled) == 5
+    for c in compiled:
+        assert c.measured_s < eager[c.label].measured_s
+    assert all(abs(c.error) <= 0.08 for c in compiled if " decode " in c.label and " batch 1 " not in c.label)
+
+
+@MOE_RUNS
+@pytest.mark.xfail(strict=True, reason="the run's MoE layer is eager PyTorch (SiLU and mul, the weighting and the "
+                                       "scatter-add each a kernel of their own, the scatter by atomic adds, RoPE "
+                                       "unfused) where the model costs fused kernels, as for the eager Llama steps; "
+                                       "the prefill expert GEMMs above; one row per expert is slower than the "
+                                       "grouped rate read at 16")
+def test_whole_moe_steps_are_within_ten_percent_median(run):
+    assert vr.stats(vr.moe_step_comparisons(run))["median_abs_error"] <= 0.10
