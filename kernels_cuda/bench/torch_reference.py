@@ -639,18 +639,25 @@ def measure_llama_steps(out: Path, env: Env, deadline: float, models_dir: Path, 
     profile = COMPILED_PROFILE if compiled else PROFILE
     if compiled:
         torch._dynamo.config.cache_size_limit = 256
-    for name, layers, kind, shapes in COMPILED_PLAN if compiled else STEP_PLAN:
+    _run_plan(COMPILED_PLAN if compiled else STEP_PLAN, models_dir, deadline, "step",
+              lambda *shape: _step_case(t, kt, *shape, compiled=compiled, profile=profile))
+    t.close()
+    kt.close()
+
+
+def _run_plan(plan, models_dir: Path, deadline: float, label: str, case):
+    """``case(cfg, name, layers, kind, batch, length)`` for every shape of ``plan`` until the deadline; a shape
+    that fails (out of memory, an unsupported path) is reported and skipped, and its memory freed."""
+    for name, layers, kind, shapes in plan:
         cfg = json.loads((models_dir / f"{name}.json").read_text())
         for batch, length in shapes:
             if time.time() > deadline:
-                break
+                return
             try:
-                _step_case(t, kt, cfg, name, layers, kind, batch, length, compiled, profile)
+                case(cfg, name, layers, kind, batch, length)
             except Exception as exc:  # noqa: BLE001 - OOM or an unsupported path: record and go on
-                print(f"step {name} {kind} B={batch} L={length}: {type(exc).__name__}: {exc}", file=sys.stderr)
+                print(f"{label} {name} {kind} B={batch} L={length}: {type(exc).__name__}: {exc}", file=sys.stderr)
             torch.cuda.empty_cache()
-    t.close()
-    kt.close()
 
 
 def _step_case(t, kt, cfg, name, layers, kind, batch, length, compiled=False, profile=frozenset()):
@@ -769,16 +776,8 @@ def measure_moe_steps(out: Path, env: Env, deadline: float, models_dir: Path, co
         measure_moe_gemm(out, env, deadline)
     t = Table(out / f"moe_step{suffix}.csv", env)
     kt = Table(out / f"moe_kernels{suffix}.csv", env)
-    for name, layers, kind, shapes in MOE_COMPILED_PLAN if compiled else MOE_PLAN:
-        cfg = json.loads((models_dir / f"{name}.json").read_text())
-        for batch, length in shapes:
-            if time.time() > deadline:
-                break
-            try:
-                _moe_case(t, kt, cfg, name, layers, kind, batch, length, compiled)
-            except Exception as exc:  # noqa: BLE001 - OOM or an unsupported path: record and go on
-                print(f"moe {name} {kind} B={batch} L={length}: {type(exc).__name__}: {exc}", file=sys.stderr)
-            torch.cuda.empty_cache()
+    _run_plan(MOE_COMPILED_PLAN if compiled else MOE_PLAN, models_dir, deadline, "moe",
+              lambda *shape: _moe_case(t, kt, *shape, compiled=compiled))
     t.close()
     kt.close()
 
