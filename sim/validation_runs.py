@@ -145,17 +145,20 @@ OPS = {"eager": "", "compiled": "_compiled"}
 
 
 def step_comparisons(run: str = RUN, device: str | None = None, ops: str = "eager",
-                     engine: bool = False) -> list[Comparison]:
+                     engine: bool = False, prefill_attention: str | None = None) -> list[Comparison]:
     """Every ``llama_step{_compiled}.csv`` row against :func:`sim.cost.step_cost` (bf16, CUDA graphs).
 
     ``ops="eager"``: every PyTorch op its own kernel (~26 a layer); ``"compiled"``:
     each layer through ``torch.compile`` (~13 kernels a layer, the elementwise
     ops fused by Inductor, as in gpt-fast). ``engine``: attention timed by the
-    kernel simulator (``engine-split-kv`` for decode, ``engine-flash`` for prefill)."""
+    kernel simulator (``engine-split-kv`` for decode, ``engine-flash`` for prefill); ``prefill_attention``:
+    the prefill steps' attention by that kernel model's name (e.g. ``fa2-listed``)."""
     dev = hw.get_device(device or RUNS[run])
     out = []
     for r in read_csv(f"llama_step{OPS[ops]}.csv", run):
         attention = ("engine-split-kv" if r["kind"] == "decode" else "engine-flash") if engine else None
+        if prefill_attention and r["kind"] == "prefill":
+            attention = prefill_attention
         cost = step_cost(_run_model(r), dev, _run_step(r), Precision(), attention=attention)
         label = f"{r['model']} ({r['layers']} layers) {r['kind']} batch {r['batch']} " + (
             f"context {r['context']}" if r["kind"] == "decode" else f"{r['new_tokens']} tokens")
@@ -286,6 +289,43 @@ def moe_expert_comparisons(run: str, ops: str = "eager") -> list[Comparison]:
     return out
 
 
+PREFILL_GRID = resources.files("sim") / "data" / "measured" / "prefill_grid"
+PREFILL_GRID_RUN = "h100_2026-11-26"
+
+
+def prefill_grid_comparisons(kernel: str = "flash", run: str = PREFILL_GRID_RUN, min_seqlen: int = 2048,
+                             causal: bool | None = None) -> list[Comparison]:
+    """``prefill_grid/<run>/attention_prefill_grid.csv``: FlashAttention-2 prefill calls (``flash`` backend, Q as
+    [B, H, S, D]) of at least ``min_seqlen`` tokens (shorter ones carry the host's dispatch time) against an
+    attention kernel model by name (``flash``, ``fa2-listed``, ``engine-flash``), no launch cost."""
+    import json
+
+    from sim.attention import get_attention_kernel
+
+    folder = PREFILL_GRID / run
+    dev = hw.get_device(hw.CATALOG.get(json.loads((folder / "environment.json").read_text())["device_name"]).name)
+    cal = hw.calibration(dev)
+    out = []
+    with resources.as_file(folder / "attention_prefill_grid.csv") as path, open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for r in rows:
+        b, h, s, d, is_causal = (int(r["batch"]), int(r["heads"]), int(r["seqlen"]), int(r["head_dim"]),
+                                 r["causal"] == "1")
+        if r["backend"] != "flash" or r["q_layout"] != "bhsd" or s < min_seqlen or causal not in (None, is_causal):
+            continue
+        st = steps.prefill(b, s)
+        pairs = st.attention_pairs if is_causal else np.float64(b * s * s)
+        st = steps.Step(st.kind, st.seqs, st.new_tokens, st.kv_read_tokens, pairs, st.logit_rows, st.max_kv_tokens,
+                        st.description)
+        op = Op("attention", "attention", 1, np.float64(4.0 * d * h * pairs), np.float64(0.0),
+                np.float64(2.0 * b * s * h * d * 2), np.float64(2.0 * b * s * h * d * 2))
+        at = get_attention_kernel(kernel)(op, st, h, h, d, dev, cal)
+        predicted = float(np.maximum(at.compute_s, at.memory_s) + at.latency_s)
+        out.append(Comparison(f"FA2 {b}x{h}x{s} {'causal' if is_causal else 'full'}", float(r["time_s"]), predicted,
+                              kernel))
+    return out
+
+
 def stats(comparisons: list[Comparison]) -> dict:
     errors = [abs(c.error) for c in comparisons]
     return {"rows": len(errors), "median_abs_error": statistics.median(errors) if errors else None,
@@ -322,6 +362,8 @@ def summary(run: str = RUN) -> dict[str, dict]:
         "whole steps, eager": stats(step_comparisons(run)),
         "whole steps, compiled": stats(step_comparisons(run, ops="compiled")),
         "whole steps, compiled, engine attention": stats(step_comparisons(run, ops="compiled", engine=True)),
+        "whole steps, compiled, list-scheduled FA2 prefill": stats(step_comparisons(run, ops="compiled",
+                                                                                    prefill_attention="fa2-listed")),
     }
 
 
@@ -339,6 +381,11 @@ if __name__ == "__main__":  # python -m sim.validation_runs
             print("\n", stats(rows), "\n")
         for family, s in summary(run).items():
             print(f"| {family} | {s['rows']} | {s['median_error']:+.1%} | {s['median_abs_error']:.1%} | {s['max_abs_error']:.1%} |")
+    print(f"## prefill_grid/{PREFILL_GRID_RUN}\n")
+    for kernel in ("flash", "fa2-listed"):
+        rows = prefill_grid_comparisons(kernel)
+        print(_table(f"FlashAttention-2 prefill at step grids, {kernel}", rows))
+        print("\n", stats(rows), "\n")
     for run, device in MOE_RUNS.items():
         print(f"## moe/{run} ({device})\n")
         tables = [("Grouped and one-expert GEMMs", moe_gemm_comparisons(run)),

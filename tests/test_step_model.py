@@ -250,3 +250,21 @@ def test_grouped_expert_gemms_stream_at_their_measured_rate_where_there_is_one()
         cost = step_cost(MIXTRAL, dev, steps.decode(16, 1024))
         up = next(t for t in cost.ops if t.op.name == "moe_up")
         assert float(up.memory_s) == pytest.approx(float(up.op.bytes) / grouped)
+
+
+@pytest.mark.parametrize("device", ["H100-SXM", "A100-SXM-80GB"])
+def test_fa2s_causal_grid_loses_to_its_tail_and_less_so_as_the_batch_grows(device):
+    """sim.attention.fa2_grid: a causal prefill's efficiency is below the unmasked one's at the same grid, and
+    rises toward it with the sequences; a grid smaller than the GPU waits for its largest CTA."""
+    from sim.attention import fa2_grid
+
+    d = hw.get_device(device)
+    causal = [float(fa2_grid(steps.prefill(b, 2048), 32, 128, d)[0]) for b in (1, 2, 4, 16)]
+    assert causal == sorted(causal) and causal[0] < 0.75 < causal[-1] < 1.0
+    full = steps.prefill(1, 2048)
+    full = steps.Step(full.kind, full.seqs, full.new_tokens, full.kv_read_tokens, np.float64(2048 * 2048),
+                      full.logit_rows, full.max_kv_tokens)
+    assert float(fa2_grid(full, 32, 128, d)[0]) > causal[0]
+    # 8 CTAs of 2, 4, ..., 16 key tiles (64 keys each), all resident at once: the largest sets the time
+    one_head = float(fa2_grid(steps.prefill(1, 1024), 1, 128, d)[0])
+    assert one_head == pytest.approx(sum(range(2, 17, 2)) / (d.sm_count * 16))

@@ -285,3 +285,29 @@ def test_compiling_the_moe_layer_brings_the_measured_steps_toward_the_model(run)
                                        "grouped rate read at 16")
 def test_whole_moe_steps_are_within_ten_percent_median(run):
     assert vr.stats(vr.moe_step_comparisons(run))["median_abs_error"] <= 0.10
+
+
+# --- prefill attention at the steps' grids (sim/data/measured/prefill_grid/) -------------------
+
+
+def test_the_list_scheduled_fa2_model_times_prefills_at_step_grids_within_a_median_of_ten_percent():
+    rows = vr.prefill_grid_comparisons("fa2-listed")
+    assert len(rows) == 16
+    s = vr.stats(rows)
+    assert s["median_abs_error"] <= 0.10 and s["max_abs_error"] <= 0.27
+
+
+def test_the_default_flash_model_is_too_fast_on_every_causal_prefill_it_leaves_the_tail_out_of():
+    assert all(c.error < -0.15 for c in vr.prefill_grid_comparisons("flash", causal=True))
+    listed = vr.stats(vr.prefill_grid_comparisons("fa2-listed", causal=True))
+    assert listed["max_abs_error"] <= 0.20
+
+
+@RUNS
+def test_listing_the_fa2_grid_brings_the_compiled_prefill_steps_closer(run):
+    def prefill(rows):
+        return vr.stats([c for c in rows if " prefill " in c.label])["median_abs_error"]
+
+    default = prefill(vr.step_comparisons(run, ops="compiled"))
+    listed = prefill(vr.step_comparisons(run, ops="compiled", prefill_attention="fa2-listed"))
+    assert listed < default - 0.03

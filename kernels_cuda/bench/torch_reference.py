@@ -9,6 +9,9 @@ Run on a machine with a CUDA GPU and PyTorch; writes one CSV per family into
 - ``attention_prefill.csv``: ``scaled_dot_product_attention`` forward per
   backend (flash = FlashAttention-2 as vendored in PyTorch, cudnn, efficient)
   in the FlashAttention-2 paper's setting (16k tokens per batch, hidden 2048).
+- ``attention_prefill_grid.csv``: the same at the grid shapes of whole steps
+  (one to 16 sequences of 32 heads, 512 to 16k tokens), with Q also taken as
+  the steps make it (a view of [B, S, H, D]).
 - ``attention_decode.csv``: one query token per sequence over a KV cache, with
   the GQA query group packed as query rows (as FlashDecoding does).
 - ``tree_verify.csv``: T draft tokens per sequence over a prefix under a
@@ -345,6 +348,39 @@ def measure_attention_prefill(out: Path, env: Env, deadline: float):
                           causal=int(causal), dtype="bf16", flops=flops, flops_per_s=flops / r["time_s"],
                           rel_error=err, **r)
             del q, k, v
+    t.close()
+
+
+#: (batch, heads, seqlen) of a Llama-shaped prefill's attention (32 heads of 128), as the steps run it
+PREFILL_GRIDS = ((1, 32, 512), (1, 32, 2048), (2, 32, 2048), (4, 32, 2048), (16, 32, 2048), (8, 16, 2048),
+                 (1, 32, 4096), (1, 32, 8192), (1, 32, 16384))
+
+
+def measure_attention_prefill_grid(out: Path, env: Env, deadline: float):
+    """Prefill attention at the grid shapes of whole steps (one sequence of 32 heads, a few sequences), causal
+    and not, per backend; ``q_layout=bshd`` takes Q as the steps make it, a view of a [B, S, H, D] tensor."""
+    t = Table(out / "attention_prefill_grid.csv", env)
+    head_dim = 128
+    for batch, heads, seqlen in PREFILL_GRIDS:
+        k, v = (randn(batch, heads, seqlen, head_dim) for _ in range(2))
+        q_bhsd = randn(batch, heads, seqlen, head_dim)
+        q_bshd = randn(batch, seqlen, heads, head_dim).transpose(1, 2)
+        for causal in (True, False):
+            flops = 4 * batch * heads * seqlen * seqlen * head_dim // (2 if causal else 1)
+            for backend in ("flash", "cudnn"):
+                for layout, q in (("bhsd", q_bhsd), ("bshd", q_bshd)):
+                    if time.time() > deadline or (layout == "bshd" and backend != "flash"):
+                        continue
+                    fn = _sdpa(backend, q, k, v, is_causal=causal)
+                    try:
+                        err = _check_attention(fn, q, k, v, causal=causal)
+                        r = bench(fn)
+                    except Exception as exc:  # noqa: BLE001
+                        print(f"prefill grid {backend} {batch}x{heads}x{seqlen}: {exc}", file=sys.stderr)
+                        continue
+                    t.add(backend=backend, q_layout=layout, batch=batch, heads=heads, seqlen=seqlen,
+                          head_dim=head_dim, causal=int(causal), dtype="bf16", flops=flops,
+                          flops_per_s=flops / r["time_s"], rel_error=err, **r)
     t.close()
 
 
@@ -834,8 +870,8 @@ def _profile(table: Table, fn, name, layers, kind, batch, length):
 
 # --- main ------------------------------------------------------------------------
 
-SECTIONS = ("memory", "launch", "gemm", "prefill", "decode", "tree", "steps", "moe", "moe_routed", "moe_compiled",
-            "compiled")
+SECTIONS = ("memory", "launch", "gemm", "prefill", "prefill_grid", "decode", "tree", "steps", "moe", "moe_routed",
+            "moe_compiled", "compiled")
 
 
 def main(argv=None):
@@ -853,7 +889,7 @@ def main(argv=None):
     (args.out / "environment.json").write_text(json.dumps(env.fields, indent=2, default=str))
     print(json.dumps(env.fields, default=str))
     start = time.time()
-    shares = {"memory": 0.03, "launch": 0.03, "gemm": 0.22, "prefill": 0.12, "decode": 0.2,
+    shares = {"memory": 0.03, "launch": 0.03, "gemm": 0.22, "prefill": 0.12, "prefill_grid": 0.05, "decode": 0.15,
               "tree": 0.1, "steps": 0.3, "moe": 1.0, "moe_routed": 1.0, "moe_compiled": 1.0,
               "compiled": 1.0}
     used = 0.0
@@ -872,6 +908,8 @@ def main(argv=None):
                 measure_gemm(args.out, env, deadline)
             elif section == "prefill":
                 measure_attention_prefill(args.out, env, deadline)
+            elif section == "prefill_grid":
+                measure_attention_prefill_grid(args.out, env, deadline)
             elif section == "decode":
                 measure_attention_decode(args.out, env, deadline)
             elif section == "tree":
