@@ -7,13 +7,11 @@ of the device's throughput (one CTA per SM at a time, the others idle).
 
 - ``flash``: FlashAttention-2 (Dao, arXiv:2307.08691): one CTA per (sequence,
   query head, 128-row query block); K and V streamed through shared memory.
-  For prefill the grid is large; for decode it is ``batch x heads`` CTAs, which
-  under-fills a large GPU at small batch, and each computes a whole 128-row
-  tile for its one query row.
-- ``fa2-listed``: the same kernel with its grid list-scheduled
-  (:func:`fa2_grid`): whole tiles on the causal diagonal and the tail of the
-  last, largest CTAs, which ``flash`` leaves out (against our H100 runs of
-  causal prefills, 2k-16k tokens: ``flash`` +22% to +95%, this -7% to +22%).
+  The grid is list-scheduled in launch order (:func:`fa2_grid`): a causal
+  prefill's query blocks grow down the triangle, its diagonal tiles are
+  computed whole, and its last, largest CTAs run after the rest; for decode
+  the grid is ``batch x heads`` CTAs, which under-fills a large GPU at small
+  batch, and each computes a whole 128-row tile for its one query row.
 - ``split-kv``: FlashDecoding (Dao, Haziza, Massa, Sizov, 2023,
   https://crfm.stanford.edu/2023/10/12/flashdecoding.html): the KV length is
   split so that ``batch x kv_heads x splits`` CTAs fill the SMs, followed by a
@@ -51,10 +49,12 @@ The cycle-level kernel simulator plugs in here as ``engine-flash``,
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+from numba import njit
 
 from hwmodels.calibration import Calibration
 from hwmodels.device import Device
@@ -91,14 +91,19 @@ def _compute_s(op, step, heads: int, head_dim: int, key_block: int, device: Devi
     kernel computes whole ``kBlockM``-row tiles, so one decoding query in a
     128-row tile costs as much as 128.
     """
+    per_score_s, note = _softmax_s_per_score(head_dim, key_block, device)
+    return (op.flops / flops_per_s + step.attention_pairs * heads * per_score_s) * padding, note
+
+
+def _softmax_s_per_score(head_dim: int, key_block: int, device: Device) -> tuple[float, str]:
+    """Seconds of online softmax per score: one SFU exponential and ``SOFTMAX_FP32_OPS + d / key_block`` fp32
+    issues, in series with the matmuls."""
     from sim.kernel.schedules.flash import SOFTMAX_FP32_OPS
 
-    matmul_s = op.flops * padding / flops_per_s
-    scores = step.attention_pairs * heads * padding
-    fp32_s = scores * (SOFTMAX_FP32_OPS + head_dim / key_block) / device.peak("fp32")
+    fp32_s = (SOFTMAX_FP32_OPS + head_dim / key_block) / device.peak("fp32")
     if device.sfu_ops_per_s is None:
-        return matmul_s + fp32_s, "; softmax fp32 work counted, exponentials not (no SFU rate for this device)"
-    return matmul_s + fp32_s + scores / device.sfu_ops_per_s, "; softmax (SFU exponentials, fp32 max/sum/rescale) not overlapped"
+        return fp32_s, "; softmax fp32 work counted, exponentials not (no SFU rate for this device)"
+    return fp32_s + 1.0 / device.sfu_ops_per_s, "; softmax (SFU exponentials, fp32 max/sum/rescale) not overlapped"
 
 
 def _padding(rows, block):
@@ -120,67 +125,102 @@ def fa2_grid(step, heads: int, head_dim: int, device: Device) -> tuple[np.ndarra
     one, the sequence's last (largest) query block, starts once the rest of
     the work ``W - w`` is spread over the slots (Graham's list-scheduling
     bound): ``makespan = (W - w) / R + w`` tile-times, or the largest CTA's
-    ``w`` when the whole grid is resident at once. ``efficiency = W / (R x
-    makespan)``. Sequences are taken as equal (a mixed batch: its means).
+    ``w`` when the whole grid is resident at once. Equal CTAs (no mask, or one
+    query block each) run in whole waves: ``ceil(CTAs / R) w``. ``efficiency
+    = W / (R x makespan)``. Sequences are taken as equal (a mixed batch: its
+    means).
     """
+    seqs, new, kv, pairs = np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (
+        step.seqs, step.new_tokens, step.kv_read_tokens, step.attention_pairs)))
+    efficiency, padding = _fa2_grid(seqs.ravel(), new.ravel(), kv.ravel(), pairs.ravel(), float(heads),
+                                    *_fa2_shape(head_dim, device))
+    return efficiency.reshape(seqs.shape), padding.reshape(seqs.shape)
+
+
+def _fa2_shape(head_dim: int, device: Device) -> tuple[float, float, float, float]:
+    """FlashAttention-2's key block, query block, resident CTAs per SM (its occupancy) and the SMs."""
     from sim.kernel.occupancy import occupancy
     from sim.kernel.schedules import flash as schedule
 
     bn = schedule.block_n(head_dim)
-    seqs = np.asarray(step.seqs, dtype=float)
-    q = np.asarray(step.new_tokens, dtype=float) / seqs
-    kv = np.asarray(step.kv_read_tokens, dtype=float) / seqs
-    causal = np.asarray(step.attention_pairs, dtype=float) / seqs < q * kv - 0.5
-    m_blocks = np.ceil(q / QUERY_BLOCK)
-    i = np.arange(int(np.max(m_blocks)))
-    keys = np.where(causal[..., None], (kv - q)[..., None] + np.minimum((i + 1) * QUERY_BLOCK, q[..., None]),
-                    kv[..., None])
-    tiles_per_seq = np.where(i < m_blocks[..., None], np.ceil(keys / bn), 0.0).sum(axis=-1)
-    work = seqs * heads * tiles_per_seq
-    largest = np.ceil(kv / bn)
+    per_sm = occupancy(device, schedule.THREADS, schedule.REGS, (QUERY_BLOCK + 2 * bn) * head_dim * 2).ctas_per_sm
+    return float(bn), float(QUERY_BLOCK), float(per_sm), float(device.sm_count)
+
+
+def flash_constants(head_dim: int, dtype: str, device: Device, cal: Calibration) -> tuple[tuple[float, ...], str]:
+    """The constants of :func:`flash` on a device: ``(key block, query block, CTAs per SM, SMs, matmul FLOP/s,
+    softmax seconds per score, read bytes/s)``, and the softmax note."""
+    shape = _fa2_shape(head_dim, device)
+    per_score_s, note = _softmax_s_per_score(head_dim, int(shape[0]), device)
+    flops_per_s = device.peak(dtype) * cal.gemm_fraction[dtype] * cal.mma_sync_fraction
+    return (*shape, flops_per_s, per_score_s, cal.achievable_hbm_read_bytes_per_s(device)), note
+
+
+@njit(cache=True)
+def flash_one(flops, bytes_, seqs, new, kv_read, pairs, heads, bn, block_m, per_sm, sms, flops_per_s, per_score_s,
+              bytes_per_s):  # pragma: no cover - compiled
+    """:func:`flash` of one step from its attention op's FLOPs and bytes, its aggregates and
+    :func:`flash_constants`: ``(compute_s, memory_s, efficiency)``. Matmuls and softmax in series on the padded
+    tiles, over the grid's efficiency; K and V at the read-only bandwidth."""
+    efficiency, padding = _fa2_grid_one(seqs, new, kv_read, pairs, heads, bn, block_m, per_sm, sms)
+    compute_s = (flops / flops_per_s + pairs * heads * per_score_s) * padding / efficiency
+    return compute_s, bytes_ / (bytes_per_s * efficiency), efficiency
+
+
+@njit(cache=True)
+def _flash_many(flops, bytes_, seqs, new, kv_read, pairs, heads, constants):  # pragma: no cover - compiled
+    compute_s, memory_s, efficiency = np.empty(seqs.size), np.empty(seqs.size), np.empty(seqs.size)
+    bn, block_m, per_sm, sms, flops_per_s, per_score_s, bytes_per_s = constants
+    for e in range(seqs.size):
+        compute_s[e], memory_s[e], efficiency[e] = flash_one(flops[e], bytes_[e], seqs[e], new[e], kv_read[e],
+                                                             pairs[e], heads, bn, block_m, per_sm, sms, flops_per_s,
+                                                             per_score_s, bytes_per_s)
+    return compute_s, memory_s, efficiency
+
+
+@njit(cache=True)
+def _fa2_grid_one(seqs, new, kv_read, pairs, heads, bn, block_m, per_sm, sms):  # pragma: no cover - compiled
+    """:func:`fa2_grid` of one step: ``(efficiency, padding)`` (one loop over a sequence's query blocks)."""
+    q, kv = new / seqs, kv_read / seqs
+    causal = pairs / seqs < q * kv - 0.5
+    m_blocks = math.ceil(q / block_m)
+    tiles = 0.0
+    for i in range(m_blocks):
+        keys = kv - q + min((i + 1) * block_m, q) if causal else kv
+        tiles += math.ceil(keys / bn)
+    work = seqs * heads * tiles
+    largest = math.ceil(kv / bn)
     ctas = seqs * heads * m_blocks
-    smem = (QUERY_BLOCK + 2 * bn) * head_dim * 2
-    per_sm = occupancy(device, schedule.THREADS, schedule.REGS, smem).ctas_per_sm
-    slots = device.sm_count * np.minimum(per_sm, np.ceil(ctas / device.sm_count))
-    makespan = np.where(ctas <= slots, largest, (work - largest) / slots + largest)
-    pairs = np.asarray(step.attention_pairs, dtype=float) * heads
-    return work / (slots * makespan), work * QUERY_BLOCK * bn / pairs
+    slots = sms * min(per_sm, math.ceil(ctas / sms))
+    if not causal or m_blocks == 1:  # equal CTAs run in whole waves
+        makespan = math.ceil(ctas / slots) * largest
+    elif ctas <= slots:
+        makespan = largest
+    else:
+        makespan = (work - largest) / slots + largest
+    return work / (slots * makespan), work * block_m * bn / (pairs * heads)
+
+
+@njit(cache=True)
+def _fa2_grid(seqs, new, kv_read, pairs, heads, bn, block_m, per_sm, sms):  # pragma: no cover - compiled
+    """:func:`fa2_grid` per element of flat arrays."""
+    efficiency = np.empty(seqs.size)
+    padding = np.empty(seqs.size)
+    for e in range(seqs.size):
+        efficiency[e], padding[e] = _fa2_grid_one(seqs[e], new[e], kv_read[e], pairs[e], heads, bn, block_m, per_sm, sms)
+    return efficiency, padding
 
 
 def flash(op, step, heads: int, kv_heads: int, head_dim: int, device: Device, cal: Calibration) -> AttentionTime:
-    """FlashAttention-2 forward: grid of ``seqs x heads x ceil(T/128)`` CTAs."""
-    from sim.kernel.schedules import flash as schedule
-
-    flops_per_s, bytes_per_s = _rates(op, device, cal)
-    q_per_seq = step.new_tokens / step.seqs
-    ctas = step.seqs * heads * np.ceil(q_per_seq / QUERY_BLOCK)
-    u = np.minimum(1.0, ctas / device.sm_count)
-    compute_s, softmax = _compute_s(op, step, heads, head_dim, schedule.block_n(head_dim), device, flops_per_s,
-                                    _padding(q_per_seq, QUERY_BLOCK))
+    """FlashAttention-2 forward: grid of ``seqs x heads x ceil(T/128)`` CTAs, list-scheduled (:func:`fa2_grid`)."""
+    arrays = np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (
+        op.flops, op.bytes, step.seqs, step.new_tokens, step.kv_read_tokens, step.attention_pairs)))
+    constants, softmax = flash_constants(head_dim, op.dtype, device, cal)
+    compute_s, memory_s, efficiency = (x.reshape(arrays[0].shape) for x in _flash_many(
+        *(a.ravel() for a in arrays), float(heads), constants))
     return AttentionTime(
-        compute_s=compute_s / u,
-        memory_s=op.bytes / (bytes_per_s * u),
-        kernels=np.ones_like(u),
-        sm_fraction=u,
-        extra_bytes=np.zeros_like(u),
-        note=f"FlashAttention-2 grid: seqs x {heads} heads x query blocks of {QUERY_BLOCK}, mma.sync" + softmax,
-    )
-
-
-def fa2_listed(op, step, heads: int, kv_heads: int, head_dim: int, device: Device, cal: Calibration) -> AttentionTime:
-    """FlashAttention-2 forward with its grid list-scheduled (:func:`fa2_grid`): the causal diagonal's whole
-    tiles and the last CTAs' tail charged, which :func:`flash` leaves out. Not linear in the keys for a fixed
-    grid, so the serving simulator's tables (which need that) keep :func:`flash`; the step model takes it by
-    name (``attention="fa2-listed"``)."""
-    from sim.kernel.schedules import flash as schedule
-
-    flops_per_s, bytes_per_s = _rates(op, device, cal)
-    efficiency, padding = fa2_grid(step, heads, head_dim, device)
-    compute_s, softmax = _compute_s(op, step, heads, head_dim, schedule.block_n(head_dim), device, flops_per_s,
-                                    padding)
-    return AttentionTime(
-        compute_s=compute_s / efficiency,
-        memory_s=op.bytes / (bytes_per_s * efficiency),
+        compute_s=compute_s,
+        memory_s=memory_s,
         kernels=np.ones_like(efficiency),
         sm_fraction=efficiency,
         extra_bytes=np.zeros_like(efficiency),
@@ -263,8 +303,7 @@ def paged(op, step, heads: int, kv_heads: int, head_dim: int, device: Device, ca
 
 
 AttentionModel = Callable[..., AttentionTime]
-ATTENTION_KERNELS: dict[str, AttentionModel] = {"flash": flash, "fa2-listed": fa2_listed, "split-kv": split_kv,
-                                                 "paged": paged}
+ATTENTION_KERNELS: dict[str, AttentionModel] = {"flash": flash, "split-kv": split_kv, "paged": paged}
 #: models backed by the cycle-level kernel simulator (sim.attention_engine), imported on first use
 ENGINE_KERNEL_NAMES = ("engine-flash", "engine-split-kv", "engine-lean", "engine-tree")
 

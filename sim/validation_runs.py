@@ -145,20 +145,17 @@ OPS = {"eager": "", "compiled": "_compiled"}
 
 
 def step_comparisons(run: str = RUN, device: str | None = None, ops: str = "eager",
-                     engine: bool = False, prefill_attention: str | None = None) -> list[Comparison]:
+                     engine: bool = False) -> list[Comparison]:
     """Every ``llama_step{_compiled}.csv`` row against :func:`sim.cost.step_cost` (bf16, CUDA graphs).
 
     ``ops="eager"``: every PyTorch op its own kernel (~26 a layer); ``"compiled"``:
     each layer through ``torch.compile`` (~13 kernels a layer, the elementwise
     ops fused by Inductor, as in gpt-fast). ``engine``: attention timed by the
-    kernel simulator (``engine-split-kv`` for decode, ``engine-flash`` for prefill); ``prefill_attention``:
-    the prefill steps' attention by that kernel model's name (e.g. ``fa2-listed``)."""
+    kernel simulator (``engine-split-kv`` for decode, ``engine-flash`` for prefill)."""
     dev = hw.get_device(device or RUNS[run])
     out = []
     for r in read_csv(f"llama_step{OPS[ops]}.csv", run):
         attention = ("engine-split-kv" if r["kind"] == "decode" else "engine-flash") if engine else None
-        if prefill_attention and r["kind"] == "prefill":
-            attention = prefill_attention
         cost = step_cost(_run_model(r), dev, _run_step(r), Precision(), attention=attention)
         label = f"{r['model']} ({r['layers']} layers) {r['kind']} batch {r['batch']} " + (
             f"context {r['context']}" if r["kind"] == "decode" else f"{r['new_tokens']} tokens")
@@ -297,7 +294,7 @@ def prefill_grid_comparisons(kernel: str = "flash", run: str = PREFILL_GRID_RUN,
                              causal: bool | None = None) -> list[Comparison]:
     """``prefill_grid/<run>/attention_prefill_grid.csv``: FlashAttention-2 prefill calls (``flash`` backend, Q as
     [B, H, S, D]) of at least ``min_seqlen`` tokens (shorter ones carry the host's dispatch time) against an
-    attention kernel model by name (``flash``, ``fa2-listed``, ``engine-flash``), no launch cost."""
+    attention kernel model by name (``flash``, ``engine-flash``), no launch cost."""
     import json
 
     from sim.attention import get_attention_kernel
@@ -362,8 +359,6 @@ def summary(run: str = RUN) -> dict[str, dict]:
         "whole steps, eager": stats(step_comparisons(run)),
         "whole steps, compiled": stats(step_comparisons(run, ops="compiled")),
         "whole steps, compiled, engine attention": stats(step_comparisons(run, ops="compiled", engine=True)),
-        "whole steps, compiled, list-scheduled FA2 prefill": stats(step_comparisons(run, ops="compiled",
-                                                                                    prefill_attention="fa2-listed")),
     }
 
 
@@ -382,7 +377,7 @@ if __name__ == "__main__":  # python -m sim.validation_runs
         for family, s in summary(run).items():
             print(f"| {family} | {s['rows']} | {s['median_error']:+.1%} | {s['median_abs_error']:.1%} | {s['max_abs_error']:.1%} |")
     print(f"## prefill_grid/{PREFILL_GRID_RUN}\n")
-    for kernel in ("flash", "fa2-listed"):
+    for kernel in ("flash",):
         rows = prefill_grid_comparisons(kernel)
         print(_table(f"FlashAttention-2 prefill at step grids, {kernel}", rows))
         print("\n", stats(rows), "\n")

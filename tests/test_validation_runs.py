@@ -10,6 +10,8 @@ from importlib import resources
 
 import pytest
 
+import hwmodels as hw
+from sim import step as steps
 from sim import validation_runs as vr
 
 RUNS = pytest.mark.parametrize("run", sorted(vr.RUNS))
@@ -84,9 +86,9 @@ def test_the_gemm_time_of_each_profiled_step_is_within_ten_percent(run):
 
 
 @RUNS
-@pytest.mark.xfail(strict=True, reason="attention: inside the steps FA2 prefill runs at ~184 TFLOP/s, below the "
-                                       "~276 it reaches alone at the same size (modelled: the standalone rate), and "
-                                       "split-KV's fixed costs at short contexts are under-counted")
+@pytest.mark.xfail(strict=True, reason="attention: inside the profiled steps FA2 prefill runs at 140-190 TFLOP/s, "
+                                       "below the 206 it reaches alone at the same grid (modelled: the standalone "
+                                       "grid), and split-KV's fixed costs at short contexts are under-counted")
 def test_the_attention_time_of_each_profiled_step_is_within_twenty_percent(run):
     assert all(abs(c.error) <= 0.20 for c in classes(run) if c.bound == "attention")
 
@@ -106,8 +108,12 @@ def test_fusing_the_elementwise_ops_brings_the_measured_steps_toward_the_model(r
     assert compiled["median_abs_error"] < eager["median_abs_error"] - 0.05
 
 
-@RUNS
-@pytest.mark.xfail(strict=True, reason="whole steps inherit the attention misses above and the GEMV ramp-up")
+@pytest.mark.parametrize("run", [
+    "kernelab_h100_2026-11-25",
+    pytest.param("kernelab_h200_2026-11-25", marks=pytest.mark.xfail(
+        strict=True, reason="H200: -14% median; its decode steps inherit the attention misses above and the GEMV "
+                            "ramp-up, which its faster HBM makes a larger part of each step")),
+])
 def test_whole_compiled_steps_are_within_ten_percent_median(run):
     assert vr.stats(vr.step_comparisons(run, ops="compiled"))["median_abs_error"] <= 0.10
 
@@ -290,24 +296,29 @@ def test_whole_moe_steps_are_within_ten_percent_median(run):
 # --- prefill attention at the steps' grids (sim/data/measured/prefill_grid/) -------------------
 
 
-def test_the_list_scheduled_fa2_model_times_prefills_at_step_grids_within_a_median_of_ten_percent():
-    rows = vr.prefill_grid_comparisons("fa2-listed")
+def test_the_fa2_model_times_prefills_at_step_grids_within_twenty_percent():
+    """FlashAttention-2's grid list-scheduled (sim.attention.fa2_grid): every call of 2k-16k tokens, causal or not,
+    at one to 16 sequences. Mostly too fast (the analytic kernel has no per-CTA fixed cost); one sequence's causal
+    call too slow by 7% (the list bound starts the last CTA after all the rest)."""
+    rows = vr.prefill_grid_comparisons("flash")
     assert len(rows) == 16
+    assert all(abs(c.error) <= 0.20 for c in rows), [(c.label, round(c.error, 3)) for c in rows]
     s = vr.stats(rows)
-    assert s["median_abs_error"] <= 0.10 and s["max_abs_error"] <= 0.27
+    assert s["median_abs_error"] <= 0.12 and s["median_error"] < 0
 
 
-def test_the_default_flash_model_is_too_fast_on_every_causal_prefill_it_leaves_the_tail_out_of():
-    assert all(c.error < -0.15 for c in vr.prefill_grid_comparisons("flash", causal=True))
-    listed = vr.stats(vr.prefill_grid_comparisons("fa2-listed", causal=True))
-    assert listed["max_abs_error"] <= 0.20
+def test_the_causal_tail_is_what_one_sequence_loses():
+    """Measured: one 32-head 2048-token sequence runs its causal attention at under 75% of the rate 16 sequences
+    reach; the model's grid efficiency falls the same way."""
+    import csv
 
+    from sim.attention import fa2_grid
 
-@RUNS
-def test_listing_the_fa2_grid_brings_the_compiled_prefill_steps_closer(run):
-    def prefill(rows):
-        return vr.stats([c for c in rows if " prefill " in c.label])["median_abs_error"]
+    path = vr.PREFILL_GRID / vr.PREFILL_GRID_RUN / "attention_prefill_grid.csv"
+    rate = {(int(r["batch"]), r["causal"]): float(r["flops_per_s"]) for r in csv.DictReader(path.open())
+            if r["backend"] == "flash" and r["q_layout"] == "bhsd" and r["heads"] == "32" and r["seqlen"] == "2048"}
+    assert rate[(1, "1")] < 0.75 * rate[(16, "1")]
+    h100 = hw.get_device("H100-SXM")
+    one, sixteen = (float(fa2_grid(steps.prefill(b, 2048), 32, 128, h100)[0]) for b in (1, 16))
+    assert one < 0.75 * sixteen
 
-    default = prefill(vr.step_comparisons(run, ops="compiled"))
-    listed = prefill(vr.step_comparisons(run, ops="compiled", prefill_attention="fa2-listed"))
-    assert listed < default - 0.03

@@ -7,7 +7,7 @@ Sarathi-Serve, arXiv:2403.02310). Its time is
 
     time_s = dense_s(new_tokens) + head_s(logit_rows)
            + decode_attention_s(seqs_d, kv_tokens_d, longest_d)
-           + prefill_attention_s(seqs_p, new_tokens_p, pairs_p, kv_tokens_p)
+           + prefill_attention_s(seqs_p, new_tokens_p, pairs_p, kv_tokens_p)      (evaluated, not tabulated)
            [+ shared-prefix attention, one FlashAttention call per prefix group]
 
 with every term the step model's own (:func:`sim.cost.time_op`,
@@ -17,12 +17,16 @@ head and sampling only on the rows that produce logits, and attention runs
 as a varlen prefill kernel (FlashAttention-2) beside a paged decode kernel
 (split-KV), as vLLM runs a mixed batch.
 
-Why tables are exact, not approximations: for a fixed grid (sequences and
-query rows, or sequences and the longest context's key blocks), an attention
-kernel model's compute time is linear in the (query, key) pairs and its memory
-time affine in the KV tokens read; the kernel's split count and SM fill depend
-only on the grid. So two evaluations per grid point give both lines, and any
-iteration's attention is ``max(compute line, memory line) + overhead``.
+Why the decode tables are exact, not approximations: for a fixed grid
+(sequences and the longest context's key blocks), the decode kernel model's
+compute time is linear in the (query, key) pairs and its memory time affine in
+the KV tokens read; its split count and SM fill depend only on the grid. So
+two evaluations per grid point give both lines, and any iteration's decode
+attention is ``max(compute line, memory line) + overhead``. Prefill attention
+is evaluated for each iteration instead, by the step model's own compiled
+:func:`sim.attention.flash_one` (inside the run loop for a run's iterations):
+FlashAttention-2's list-scheduled grid (:func:`sim.attention.fa2_grid`)
+depends on how the keys fall into its CTAs, not on their total alone.
 ``tests/test_serving_cost.py`` checks tables against direct step-model calls.
 The dense part is tabulated at every token count up to ``EXACT_LIMIT`` (131,072; built
 lazily, a power of two at a time) and interpolated on a geometric grid beyond, where
@@ -33,12 +37,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 from numba import njit
 
 import hwmodels as hw
 from hwmodels.errors import InvalidValueError
+from sim.attention import flash_constants, flash_one
 from sim.cost import split_by_bound, time_op
 from sim.graph import LOGIT_OPS, Sharding, step_graph
 from sim.model import ModelConfig
@@ -70,8 +76,10 @@ def _run_lines(steps, seqs, kv_tokens, longest, key_block, rows, chunk, cached, 
     """Per-iteration attention seconds of a run (see :meth:`IterationCost.run`), by bound.
 
     Iteration ``j``: the decodes read ``kv_tokens + j*seqs`` tokens, the longest ``longest + j``
-    (its key-block count picks the split-KV row); the chunk attends causally over itself and
-    ``cached + j*chunk`` earlier tokens. Each line is ``max(c0 + c1*pairs, m0 + m1*kv) + overhead``.
+    (its key-block count picks the split-KV row), each line ``max(c0 + c1*pairs, m0 + m1*kv) +
+    overhead``; the chunk attends causally over itself and ``cached + j*chunk`` earlier tokens,
+    timed by :func:`sim.attention.flash_one` with ``prefill`` = (FLOPs per pair, bytes per new token,
+    bytes per KV token, heads, layers, launch seconds, the seven flash constants).
     """
     compute = np.zeros(steps)
     memory = np.zeros(steps)
@@ -88,13 +96,15 @@ def _run_lines(steps, seqs, kv_tokens, longest, key_block, rows, chunk, cached, 
             overhead[j] += r[4]
         if chunk > 0:
             before = cached + j * chunk
-            c = prefill[0] + prefill[1] * (chunk * before + chunk * (chunk + 1) / 2)
-            m = prefill[2] + prefill[3] * (before + chunk)
+            pairs = chunk * before + chunk * (chunk + 1) / 2
+            c, m, _ = flash_one(prefill[0] * pairs, prefill[1] * chunk + prefill[2] * (before + chunk), 1.0, chunk,
+                                before + chunk, pairs, prefill[3], prefill[6], prefill[7], prefill[8], prefill[9],
+                                prefill[10], prefill[11], prefill[12])
             if c >= m:
-                compute[j] += c
+                compute[j] += prefill[4] * c
             else:
-                memory[j] += m
-            overhead[j] += prefill[4]
+                memory[j] += prefill[4] * m
+            overhead[j] += prefill[4] * prefill[5]
     return compute, memory, overhead
 
 
@@ -134,7 +144,6 @@ class IterationCost:
     decode_kernel: str = "split-kv"
     _dense: dict = field(default_factory=dict, repr=False)
     _decode: dict = field(default_factory=dict, repr=False)
-    _prefill: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if self.decode_kernel not in ("split-kv", "paged"):
@@ -223,14 +232,21 @@ class IterationCost:
     def _decode_line(self, seqs: int, blocks: int, queries: int = 1) -> list[float]:
         return self._decode_rows(seqs, blocks, queries)[blocks - 1].tolist()
 
-    def _prefill_line(self, seqs: int, rows_per_seq: int) -> list[float]:
-        """The FlashAttention-2 lines of ``seqs`` sequences of ``rows_per_seq`` new tokens each."""
-        table = self._prefill.get(seqs)
-        if table is None or rows_per_seq > len(table):
-            top = max(1024, 2 ** math.ceil(math.log2(rows_per_seq)))
-            q = np.arange(1, top + 1, dtype=float)
-            table = self._prefill[seqs] = self._attention_line("flash", float(seqs), seqs * q, q)
-        return table[rows_per_seq - 1].tolist()
+    @cached_property
+    def _prefill_constants(self) -> np.ndarray:
+        """What :func:`sim.attention.flash_one` needs for this replica's prefill attention: FLOPs per pair, bytes
+        per new token and per KV token read (off the step graph's attention op, which is linear in them), heads,
+        layers, launch seconds and the kernel's constants."""
+        def op(rows, kv, pairs):
+            step = _step(1.0, rows, kv, pairs, kv)
+            return next(o for o in step_graph(self.model, step, self.precision, self.sharding) if o.kind == "attention")
+
+        a, b, c = op(1.0, 1.0, 1.0), op(1.0, 2.0, 2.0), op(2.0, 2.0, 2.0)
+        per_pair, per_row, per_kv = float(b.flops - a.flops), float(c.bytes - b.bytes), float(b.bytes - a.bytes)
+        if not math.isclose(float(a.flops), per_pair) or not math.isclose(float(a.bytes), per_row + per_kv):
+            raise AssertionError("the attention op is no longer linear in the step's aggregates without intercept")
+        constants, _ = flash_constants(self.model.head_dim, a.dtype, self.device, self.cal)
+        return np.array([per_pair, per_row, per_kv, self.heads, self.model.num_layers, self.launch_s, *constants])
 
     @staticmethod
     def _apply(line, pairs: float, kv: float, out: dict) -> None:
@@ -245,8 +261,12 @@ class IterationCost:
         self._apply(self._decode_line(seqs, blocks), kv_tokens, kv_tokens, out)
 
     def prefill_attention(self, seqs: int, new_tokens: float, pairs: float, kv_tokens: float, out: dict) -> None:
-        """FlashAttention-2 over ``seqs`` query blocks of ``new_tokens`` rows in all (rows per sequence rounded up)."""
-        self._apply(self._prefill_line(seqs, max(1, math.ceil(new_tokens / seqs))), pairs, kv_tokens, out)
+        """FlashAttention-2 over ``seqs`` prefill chunks of ``new_tokens`` rows in all (the step model's own)."""
+        k = self._prefill_constants
+        compute, memory, _ = flash_one(k[0] * pairs, k[1] * new_tokens + k[2] * kv_tokens, float(seqs),
+                                       float(new_tokens), float(kv_tokens), float(pairs), *k[3:4], *k[6:])
+        out["compute" if compute >= memory else "memory"] += k[4] * max(compute, memory)
+        out["overhead"] += k[4] * k[5]
 
     def iteration(self, new_tokens: float, logit_rows: float, decode_seqs: int = 0, decode_kv_tokens: float = 0.0,
                   decode_longest: float = 0.0, prefill_seqs: int = 0, prefill_tokens: float = 0.0,
@@ -284,9 +304,9 @@ class IterationCost:
             rows = self._decode_rows(seqs, top)
         else:
             rows = _NO_ROWS
-        prefill = np.asarray(self._prefill_line(1, c) if chunk else (0.0,) * 5)
         compute_s, memory_s, overhead_s = _run_lines(steps, seqs, float(kv_tokens), float(longest), self.key_block, rows,
-                                                     float(c), float(chunk[1]) if chunk else 0.0, prefill)
+                                                     float(c), float(chunk[1]) if chunk else 0.0,
+                                                     self._prefill_constants)
         return Run(const, compute_s, memory_s, overhead_s)
 
     def kv_bytes_per_token(self) -> float:
