@@ -288,6 +288,7 @@ def moe_expert_comparisons(run: str, ops: str = "eager") -> list[Comparison]:
 
 PREFILL_GRID = resources.files("sim") / "data" / "measured" / "prefill_grid"
 PREFILL_GRID_RUN = "h100_2026-11-26"
+PREFILL_GRID_RUNS = ("h100_2026-11-26", "h200_2026-11-26")
 
 
 def prefill_grid_comparisons(kernel: str = "flash", run: str = PREFILL_GRID_RUN, min_seqlen: int = 2048,
@@ -376,10 +377,10 @@ if __name__ == "__main__":  # python -m sim.validation_runs
             print("\n", stats(rows), "\n")
         for family, s in summary(run).items():
             print(f"| {family} | {s['rows']} | {s['median_error']:+.1%} | {s['median_abs_error']:.1%} | {s['max_abs_error']:.1%} |")
-    print(f"## prefill_grid/{PREFILL_GRID_RUN}\n")
-    for kernel in ("flash",):
-        rows = prefill_grid_comparisons(kernel)
-        print(_table(f"FlashAttention-2 prefill at step grids, {kernel}", rows))
+    for grid_run in PREFILL_GRID_RUNS:
+        rows = prefill_grid_comparisons(run=grid_run)
+        print(f"## prefill_grid/{grid_run}\n")
+        print(_table("FlashAttention-2 prefill at step grids", rows))
         print("\n", stats(rows), "\n")
     for run, device in MOE_RUNS.items():
         print(f"## moe/{run} ({device})\n")

@@ -296,15 +296,16 @@ def test_whole_moe_steps_are_within_ten_percent_median(run):
 # --- prefill attention at the steps' grids (sim/data/measured/prefill_grid/) -------------------
 
 
-def test_the_fa2_model_times_prefills_at_step_grids_within_twenty_percent():
+@pytest.mark.parametrize("grid_run", vr.PREFILL_GRID_RUNS)
+def test_the_fa2_model_times_prefills_at_step_grids_within_twenty_two_percent(grid_run):
     """FlashAttention-2's grid list-scheduled (sim.attention.fa2_grid): every call of 2k-16k tokens, causal or not,
-    at one to 16 sequences. Mostly too fast (the analytic kernel has no per-CTA fixed cost); one sequence's causal
-    call too slow by 7% (the list bound starts the last CTA after all the rest)."""
-    rows = vr.prefill_grid_comparisons("flash")
+    at one to 16 sequences, on both cards. Mostly too fast (the analytic kernel has no per-CTA fixed cost); one
+    sequence's causal call too slow by 7-8% (the list bound starts the last CTA after all the rest)."""
+    rows = vr.prefill_grid_comparisons("flash", run=grid_run)
     assert len(rows) == 16
-    assert all(abs(c.error) <= 0.20 for c in rows), [(c.label, round(c.error, 3)) for c in rows]
+    assert all(abs(c.error) <= 0.22 for c in rows), [(c.label, round(c.error, 3)) for c in rows]
     s = vr.stats(rows)
-    assert s["median_abs_error"] <= 0.12 and s["median_error"] < 0
+    assert s["median_abs_error"] <= 0.14 and s["median_error"] < 0
 
 
 def test_the_causal_tail_is_what_one_sequence_loses():
@@ -314,7 +315,7 @@ def test_the_causal_tail_is_what_one_sequence_loses():
 
     from sim.attention import fa2_grid
 
-    path = vr.PREFILL_GRID / vr.PREFILL_GRID_RUN / "attention_prefill_grid.csv"
+    path = vr.PREFILL_GRID / "h100_2026-11-26" / "attention_prefill_grid.csv"
     rate = {(int(r["batch"]), r["causal"]): float(r["flops_per_s"]) for r in csv.DictReader(path.open())
             if r["backend"] == "flash" and r["q_layout"] == "bhsd" and r["heads"] == "32" and r["seqlen"] == "2048"}
     assert rate[(1, "1")] < 0.75 * rate[(16, "1")]
