@@ -81,11 +81,15 @@ class Calibration:
 
     ``grouped_gemm_fraction`` = measured weight-streaming rate of a grouped
     GEMM (one launch over several experts' weights, each with few rows, as a
-    mixture-of-experts layer runs them) / datasheet bandwidth. Measured, it is
-    not the GEMV rate: on the H200 the grouped kernel streams at 2.8 TB/s
-    against cuBLAS's 4.0 (its time barely moves with the card's bandwidth). A
-    device without the measurement gets its ``gemv_fraction`` (no grouped
-    penalty assumed; the provenance says so).
+    mixture-of-experts layer runs them) / datasheet bandwidth, measured on
+    PyTorch's CUTLASS grouped GEMM (``torch._grouped_mm``) and used for every
+    engine's MoE layer (their own MoE kernels were not measured). It is not the
+    GEMV rate: on the H200 the grouped kernel streams 2.8 TB/s where cuBLAS
+    streams 4.0 on a 1 GB GEMV and 3.4 on one 235 MB expert, and its time
+    barely moves with the card's bandwidth; so a what-if device, which inherits
+    the fraction, scales it with its bandwidth (an assumption). A device
+    without the measurement gets its ``gemv_fraction`` (no grouped penalty
+    assumed; the provenance says so).
 
     ``mma_sync_fraction``: the fraction of the datasheet tensor-core peak that
     the warp-level ``mma.sync`` instruction (the only one before Hopper) can

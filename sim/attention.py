@@ -58,7 +58,7 @@ from numba import njit
 
 from hwmodels.calibration import Calibration
 from hwmodels.device import Device
-from hwmodels.errors import UnknownNameError
+from hwmodels.errors import InvalidValueError, UnknownNameError
 
 QUERY_BLOCK = 128  # FlashAttention-2 forward tile rows (kBlockM) for head_dim 128 on sm80
 QUERY_BLOCK_SPLIT = 64  # rows of the split-KV kernel's tile (flash_fwd_splitkv, kBlockM = 64)
@@ -77,9 +77,9 @@ class AttentionTime:
     latency_s: np.ndarray | float = 0.0
 
 
-def _rates(op, device: Device, cal: Calibration) -> tuple[float, float]:
+def _rates(dtype: str, device: Device, cal: Calibration) -> tuple[float, float]:
     """Matmul FLOP/s of an ``mma.sync`` kernel and read-only streaming bytes/s."""
-    flops_per_s = device.peak(op.dtype) * cal.gemm_fraction[op.dtype] * cal.mma_sync_fraction
+    flops_per_s = device.peak(dtype) * cal.gemm_fraction[dtype] * cal.mma_sync_fraction
     return flops_per_s, cal.achievable_hbm_read_bytes_per_s(device)
 
 
@@ -119,31 +119,39 @@ def fa2_grid(step, heads: int, head_dim: int, device: Device) -> tuple[np.ndarra
     ``ceil(keys_i / BLOCK_N)`` whole ``128 x BLOCK_N`` tiles, where ``keys_i``
     is the prefix plus ``min((i + 1) 128, q)`` under the causal mask
     (bottom-right aligned, as the kernel simulator's ``key_limits``) and all
-    keys without it. ``R`` resident CTAs (``r`` per SM from the occupancy of
+    keys without it. The padding is that tile count over the pairs it covers,
+    for a sequence of the batch's mean length; the work ``W`` is the step's
+    own pairs times it (so a batch of unequal sequences is charged its pairs,
+    not its mean's). ``R`` resident CTAs (``r`` per SM from the occupancy of
     the kernel simulator's FA2 program, fewer when the grid is smaller) each
-    get ``1/r`` of an SM. CTAs start in grid order as slots free, so the last
-    one, the sequence's last (largest) query block, starts once the rest of
-    the work ``W - w`` is spread over the slots (Graham's list-scheduling
-    bound): ``makespan = (W - w) / R + w`` tile-times, or the largest CTA's
-    ``w`` when the whole grid is resident at once. Equal CTAs (no mask, or one
-    query block each) run in whole waves: ``ceil(CTAs / R) w``. ``efficiency
-    = W / (R x makespan)``. Sequences are taken as equal (a mixed batch: its
-    means).
+    get ``1/r`` of an SM; the largest CTA ``w`` is the longest sequence's last
+    query block (``Step.max_kv_tokens`` keys). CTAs start in grid order as
+    slots free. Equal CTAs (sequences of one length, and no mask or one query
+    block each) run in whole waves, ``ceil(CTAs / R) w``; otherwise the
+    makespan is Graham's list-scheduling bound ``(W - w) / R + w`` (the
+    largest CTA starting once the rest is spread over the slots), or ``w``
+    when the whole grid is resident at once. That bound is an upper bound on
+    the greedy schedule: for one 32-head 2048-token causal sequence the exact
+    greedy makespan is about 17% shorter. ``efficiency = W / (R x makespan)``.
     """
-    seqs, new, kv, pairs = np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (
-        step.seqs, step.new_tokens, step.kv_read_tokens, step.attention_pairs)))
-    efficiency, padding = _fa2_grid(seqs.ravel(), new.ravel(), kv.ravel(), pairs.ravel(), float(heads),
-                                    *_fa2_shape(head_dim, device))
+    seqs, new, kv, pairs, longest = np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (
+        step.seqs, step.new_tokens, step.kv_read_tokens, step.attention_pairs, step.max_kv_tokens)))
+    efficiency, padding = _fa2_grid(seqs.ravel(), new.ravel(), kv.ravel(), pairs.ravel(), longest.ravel(),
+                                    bool(step.causal), float(heads), *_fa2_shape(head_dim, device))
     return efficiency.reshape(seqs.shape), padding.reshape(seqs.shape)
 
 
 def _fa2_shape(head_dim: int, device: Device) -> tuple[float, float, float, float]:
-    """FlashAttention-2's key block, query block, resident CTAs per SM (its occupancy) and the SMs."""
+    """FlashAttention-2's key block, query block, resident CTAs per SM (its occupancy; one where its tile does
+    not fit the SM's shared memory, a device FA2 was not written for) and the SMs."""
     from sim.kernel.occupancy import occupancy
     from sim.kernel.schedules import flash as schedule
 
     bn = schedule.block_n(head_dim)
-    per_sm = occupancy(device, schedule.THREADS, schedule.REGS, (QUERY_BLOCK + 2 * bn) * head_dim * 2).ctas_per_sm
+    try:
+        per_sm = occupancy(device, schedule.THREADS, schedule.REGS, (QUERY_BLOCK + 2 * bn) * head_dim * 2).ctas_per_sm
+    except InvalidValueError:
+        per_sm = 1
     return float(bn), float(QUERY_BLOCK), float(per_sm), float(device.sm_count)
 
 
@@ -152,72 +160,110 @@ def flash_constants(head_dim: int, dtype: str, device: Device, cal: Calibration)
     softmax seconds per score, read bytes/s)``, and the softmax note."""
     shape = _fa2_shape(head_dim, device)
     per_score_s, note = _softmax_s_per_score(head_dim, int(shape[0]), device)
-    flops_per_s = device.peak(dtype) * cal.gemm_fraction[dtype] * cal.mma_sync_fraction
-    return (*shape, flops_per_s, per_score_s, cal.achievable_hbm_read_bytes_per_s(device)), note
+    flops_per_s, bytes_per_s = _rates(dtype, device, cal)
+    return (*shape, flops_per_s, per_score_s, bytes_per_s), note
 
 
 @njit(cache=True)
-def flash_one(flops, bytes_, seqs, new, kv_read, pairs, heads, bn, block_m, per_sm, sms, flops_per_s, per_score_s,
-              bytes_per_s):  # pragma: no cover - compiled
-    """:func:`flash` of one step from its attention op's FLOPs and bytes, its aggregates and
-    :func:`flash_constants`: ``(compute_s, memory_s, efficiency)``. Matmuls and softmax in series on the padded
-    tiles, over the grid's efficiency; K and V at the read-only bandwidth."""
-    efficiency, padding = _fa2_grid_one(seqs, new, kv_read, pairs, heads, bn, block_m, per_sm, sms)
+def flash_one(flops, bytes_, seqs, new, kv_read, pairs, longest, causal, heads, constants):  # pragma: no cover - compiled
+    """:func:`flash` of one step from its attention op's FLOPs and bytes, its aggregates (``longest``: the
+    longest sequence's KV tokens) and :func:`flash_constants`: ``(compute_s, memory_s, efficiency)``. Matmuls
+    and softmax in series on the padded tiles, over the grid's efficiency; K and V at the read-only bandwidth."""
+    bn, block_m, per_sm, sms, flops_per_s, per_score_s, bytes_per_s = constants
+    efficiency, padding = _fa2_grid_one(seqs, new, kv_read, pairs, longest, causal, heads, bn, block_m, per_sm, sms)
     compute_s = (flops / flops_per_s + pairs * heads * per_score_s) * padding / efficiency
     return compute_s, bytes_ / (bytes_per_s * efficiency), efficiency
 
 
 @njit(cache=True)
-def _flash_many(flops, bytes_, seqs, new, kv_read, pairs, heads, constants):  # pragma: no cover - compiled
+def _flash_many(flops, bytes_, seqs, new, kv_read, pairs, longest, causal, heads, constants):  # pragma: no cover
     compute_s, memory_s, efficiency = np.empty(seqs.size), np.empty(seqs.size), np.empty(seqs.size)
-    bn, block_m, per_sm, sms, flops_per_s, per_score_s, bytes_per_s = constants
     for e in range(seqs.size):
         compute_s[e], memory_s[e], efficiency[e] = flash_one(flops[e], bytes_[e], seqs[e], new[e], kv_read[e],
-                                                             pairs[e], heads, bn, block_m, per_sm, sms, flops_per_s,
-                                                             per_score_s, bytes_per_s)
+                                                             pairs[e], longest[e], causal, heads, constants)
     return compute_s, memory_s, efficiency
 
 
 @njit(cache=True)
-def _fa2_grid_one(seqs, new, kv_read, pairs, heads, bn, block_m, per_sm, sms):  # pragma: no cover - compiled
-    """:func:`fa2_grid` of one step: ``(efficiency, padding)`` (one loop over a sequence's query blocks)."""
+def _fa2_grid_one(seqs, new, kv_read, pairs, longest, causal, heads, bn, block_m, per_sm,
+                  sms):  # pragma: no cover - compiled
+    """:func:`fa2_grid` of one step: ``(efficiency, padding)`` (one loop over a mean sequence's query blocks)."""
+    if seqs <= 0.0 or new <= 0.0 or pairs <= 0.0:
+        return 1.0, 1.0  # nothing to attend: no time whatever the grid
     q, kv = new / seqs, kv_read / seqs
-    causal = pairs / seqs < q * kv - 0.5
     m_blocks = math.ceil(q / block_m)
     tiles = 0.0
     for i in range(m_blocks):
         keys = kv - q + min((i + 1) * block_m, q) if causal else kv
         tiles += math.ceil(keys / bn)
-    work = seqs * heads * tiles
-    largest = math.ceil(kv / bn)
-    ctas = seqs * heads * m_blocks
+    covered = q * (kv - q) + q * (q + 1) / 2 if causal else q * kv
+    padding = max(1.0, tiles * block_m * bn / covered)
+    work = pairs * heads * padding / (block_m * bn)
+    equal = (not causal or m_blocks == 1) and longest <= kv + 0.5
+    return _listed(work, math.ceil(max(longest, kv) / bn), seqs * heads * m_blocks, equal, per_sm, sms), padding
+
+
+@njit(cache=True)
+def _listed(work, largest, ctas, equal, per_sm, sms):  # pragma: no cover - compiled
+    """Efficiency of ``ctas`` CTAs doing ``work`` tile-times in all, the largest ``largest``, list-scheduled on
+    the resident slots: whole waves of ``work / ctas`` each when the CTAs are ``equal``, else Graham's bound
+    (see :func:`fa2_grid`)."""
     slots = sms * min(per_sm, math.ceil(ctas / sms))
-    if not causal or m_blocks == 1:  # equal CTAs run in whole waves
-        makespan = math.ceil(ctas / slots) * largest
+    if equal:
+        makespan = math.ceil(ctas / slots) * work / ctas
     elif ctas <= slots:
         makespan = largest
     else:
         makespan = (work - largest) / slots + largest
-    return work / (slots * makespan), work * block_m * bn / (pairs * heads)
+    return work / (slots * max(makespan, work / slots))
 
 
 @njit(cache=True)
-def _fa2_grid(seqs, new, kv_read, pairs, heads, bn, block_m, per_sm, sms):  # pragma: no cover - compiled
-    """:func:`fa2_grid` per element of flat arrays."""
+def flash_chunks(tokens, prefixes, heads, per_pair, per_row, per_kv, constants):  # pragma: no cover - compiled
+    """:func:`flash` of a batch of causal prefill chunks known one by one (``tokens[j]`` new tokens over
+    ``prefixes[j]`` cached ones), as the serving simulator has them: each chunk's CTAs and tiles counted on
+    their own rather than from the batch's mean, FLOPs and bytes from the attention op's coefficients (per
+    (query, key) pair, per new token, per KV token). ``(compute_s, memory_s)``."""
+    bn, block_m, per_sm, sms, flops_per_s, per_score_s, bytes_per_s = constants
+    tiles = ctas = largest = pairs = new = kv = 0.0
+    for j in range(tokens.size):
+        t, p = tokens[j], prefixes[j]
+        m_blocks = math.ceil(t / block_m)
+        for i in range(m_blocks):
+            tiles += math.ceil((p + min((i + 1) * block_m, t)) / bn)
+        ctas += m_blocks
+        largest = max(largest, math.ceil((p + t) / bn))
+        pairs += t * p + t * (t + 1) / 2
+        new += t
+        kv += p + t
+    if pairs <= 0.0:
+        return 0.0, 0.0
+    work = tiles * heads
+    equal = tokens.size == 1 and math.ceil(tokens[0] / block_m) == 1
+    efficiency = _listed(work, largest, ctas * heads, equal, per_sm, sms)
+    padding = work * block_m * bn / (pairs * heads)
+    compute_s = (per_pair * pairs / flops_per_s + pairs * heads * per_score_s) * padding / efficiency
+    return compute_s, (per_row * new + per_kv * kv) / (bytes_per_s * efficiency)
+
+
+@njit(cache=True)
+def _fa2_grid(seqs, new, kv_read, pairs, longest, causal, heads, bn, block_m, per_sm, sms):  # pragma: no cover
     efficiency = np.empty(seqs.size)
     padding = np.empty(seqs.size)
     for e in range(seqs.size):
-        efficiency[e], padding[e] = _fa2_grid_one(seqs[e], new[e], kv_read[e], pairs[e], heads, bn, block_m, per_sm, sms)
+        efficiency[e], padding[e] = _fa2_grid_one(seqs[e], new[e], kv_read[e], pairs[e], longest[e], causal, heads,
+                                                  bn, block_m, per_sm, sms)
     return efficiency, padding
 
 
 def flash(op, step, heads: int, kv_heads: int, head_dim: int, device: Device, cal: Calibration) -> AttentionTime:
     """FlashAttention-2 forward: grid of ``seqs x heads x ceil(T/128)`` CTAs, list-scheduled (:func:`fa2_grid`)."""
     arrays = np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (
-        op.flops, op.bytes, step.seqs, step.new_tokens, step.kv_read_tokens, step.attention_pairs)))
+        op.flops, op.bytes, step.seqs, step.new_tokens, step.kv_read_tokens, step.attention_pairs,
+        step.max_kv_tokens)))
     constants, softmax = flash_constants(head_dim, op.dtype, device, cal)
     compute_s, memory_s, efficiency = (x.reshape(arrays[0].shape) for x in _flash_many(
-        *(a.ravel() for a in arrays), float(heads), constants))
+        *(a.ravel() for a in arrays), bool(step.causal), float(heads), constants))
     return AttentionTime(
         compute_s=compute_s,
         memory_s=memory_s,
@@ -235,7 +281,7 @@ def split_kv(op, step, heads: int, kv_heads: int, head_dim: int, device: Device,
 
     from sim.kernel.schedules import flash as plain
 
-    flops_per_s, bytes_per_s = _rates(op, device, cal)
+    flops_per_s, bytes_per_s = _rates(op.dtype, device, cal)
     # the query heads sharing a KV head are packed into the rows of one tile (GQA packing)
     packed_rows = step.new_tokens / step.seqs * heads / kv_heads
     ctas1 = step.seqs * kv_heads * np.ceil(packed_rows / QUERY_BLOCK_SPLIT)
@@ -284,7 +330,7 @@ def paged(op, step, heads: int, kv_heads: int, head_dim: int, device: Device, ca
     """
     from sim.kernel.schedules.flash import SOFTMAX_FP32_OPS
 
-    _, bytes_per_s = _rates(op, device, cal)
+    _, bytes_per_s = _rates(op.dtype, device, cal)
     q_per_seq = step.new_tokens / step.seqs
     partitions = np.ceil(step.max_kv_tokens / PAGED_PARTITION)
     ctas = step.seqs * heads * q_per_seq * partitions

@@ -96,7 +96,7 @@ def _model(name: str):
             b, q = int(seqs[idx]), int(round(new[idx] / seqs[idx]))
             problem = _problem(schedule, b, heads, kv_heads, head_dim, q, int(context[idx]), dtype, kv_bits)
             time_s[idx], kernels[idx] = simulated_time_s(schedule, device, cal, problem)
-        flops_per_s, bytes_per_s = _rates(op, device, cal)
+        flops_per_s, bytes_per_s = _rates(op.dtype, device, cal)
         roof_compute = np.broadcast_to(op.flops / flops_per_s, shape)
         roof_memory = np.broadcast_to(op.bytes / bytes_per_s, shape)
         memory_bound = roof_memory >= roof_compute

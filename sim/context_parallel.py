@@ -562,6 +562,7 @@ def context_parallel_cost(
         new_tokens=rows,
         kv_read_tokens=b * (T + P) / cp,
         attention_pairs=computed.attention_pairs / cp,
+        max_kv_tokens=(T + P) / cp,
         description=f"{step.description}: 1/{cp} of the tokens on one GPU",
     )
     local = step_cost(m, device, local_step, p, tp=tp, attention=kernel, cuda_graphs=cuda_graphs, **kwargs)
@@ -587,7 +588,9 @@ def context_parallel_cost(
 
     def round_op(r: int) -> OpTime:
         pairs = (2 * c * c + (c if r == 0 else 0.0) + block_pairs) * b
-        st = replace(computed, new_tokens=rows, kv_read_tokens=b * (T + P) / cp, attention_pairs=pairs)
+        # the local round is causal within its zig-zag chunks; the others are dense blocks (half a block's pairs)
+        st = replace(computed, new_tokens=rows, kv_read_tokens=b * (T + P) / cp, attention_pairs=pairs,
+                     max_kv_tokens=(T + P) / cp, causal=r == 0)
         op = next(o for o in step_graph(m, st, p, sharding) if o.kind == "attention")
         if r > 0:  # the new tokens' K and V are written once, in the local round
             op = replace(op, kv_bytes=op.kv_bytes * st.kv_read_tokens / (st.kv_read_tokens + rows))

@@ -41,6 +41,8 @@ class Step:
     #: split-KV kernel model, which splits the longest one
     max_kv_tokens: np.ndarray
     description: str = ""
+    #: whether each query sees only the keys up to itself (a prefill's mask); False: every key (an encoder)
+    causal: bool = True
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -261,7 +261,7 @@ def _attention(row) -> tuple[float, str]:
     step = steps.prefill(b, q, s - q) if q > 1 else steps.decode(b, s - 1)
     pairs = step.attention_pairs if causal or q == 1 else np.float64(b * q * s)
     step = steps.Step(step.kind, step.seqs, step.new_tokens, step.kv_read_tokens, pairs, step.logit_rows,
-                      step.max_kv_tokens, step.description)
+                      step.max_kv_tokens, step.description, causal=causal or q == 1)
     bits = _int(row, "kv_bits", 16)
     e = bits / 8
     op = Op(

@@ -236,19 +236,13 @@ def moe_routed_comparisons(run: str) -> list[Comparison]:
     return out
 
 
-def _moe_model(row: dict):
-    return dataclasses.replace(get_model(row["model"]), num_layers=int(row["layers"]))
-
-
 def expected_touched_experts(row: dict) -> float:
-    """``E (1 - (1 - k/E)^M)`` for the step's ``M`` tokens (:mod:`sim.graph`'s uniform-routing expectation)."""
-    e, k = float(row["experts_total"]), float(row["experts_per_token"])
-    tokens = int(row["batch"]) * int(row["new_tokens"])
-    return e * (1.0 - (1.0 - k / e) ** tokens)
+    """The experts the step model's graph has the row's step touch (``moe_up``'s groups, :mod:`sim.graph`'s
+    uniform-routing expectation ``E (1 - (1 - k/E)^M)``)."""
+    from sim.graph import step_graph
 
-
-def has_moe_csv(name: str, run: str) -> bool:
-    return (MOE / run / name).is_file()
+    up = next(o for o in step_graph(_run_model(row), _run_step(row)) if o.name == "moe_up")
+    return float(up.gemm_groups)
 
 
 def moe_step_comparisons(run: str, ops: str = "eager") -> list[Comparison]:
@@ -256,7 +250,7 @@ def moe_step_comparisons(run: str, ops: str = "eager") -> list[Comparison]:
     dev = hw.get_device(MOE_RUNS[run])
     out = []
     for r in _moe_csv(f"moe_step{OPS[ops]}.csv", run):
-        cost = step_cost(_moe_model(r), dev, _run_step(r), Precision())
+        cost = step_cost(_run_model(r), dev, _run_step(r), Precision())
         by_bound = {k: float(np.sum(v)) for k, v in cost.time_by_bound().items()}
         label = f"{r['model']} ({r['layers']} layers) {r['kind']} batch {r['batch']} " + (
             f"context {r['context']}" if r["kind"] == "decode" else f"{r['new_tokens']} tokens")
@@ -279,7 +273,7 @@ def moe_expert_comparisons(run: str, ops: str = "eager") -> list[Comparison]:
     for key, seconds in measured.items():
         model, layers, kind, batch, length = key
         row = {"model": model, "layers": layers, "kind": kind, "batch": batch, "context": length, "new_tokens": length}
-        cost = step_cost(_moe_model(row), dev, _run_step(row), Precision())
+        cost = step_cost(_run_model(row), dev, _run_step(row), Precision())
         predicted = sum(float(np.sum(ot.total_s)) for ot in cost.ops if ot.op.name in ("moe_up", "moe_down"))
         out.append(Comparison(f"{model} {kind} batch {batch} length {length}: expert GEMMs", seconds, predicted,
                               "grouped gemm"))
@@ -314,7 +308,7 @@ def prefill_grid_comparisons(kernel: str = "flash", run: str = PREFILL_GRID_RUN,
         st = steps.prefill(b, s)
         pairs = st.attention_pairs if is_causal else np.float64(b * s * s)
         st = steps.Step(st.kind, st.seqs, st.new_tokens, st.kv_read_tokens, pairs, st.logit_rows, st.max_kv_tokens,
-                        st.description)
+                        st.description, causal=is_causal)
         op = Op("attention", "attention", 1, np.float64(4.0 * d * h * pairs), np.float64(0.0),
                 np.float64(2.0 * b * s * h * d * 2), np.float64(2.0 * b * s * h * d * 2))
         at = get_attention_kernel(kernel)(op, st, h, h, d, dev, cal)
@@ -386,12 +380,10 @@ if __name__ == "__main__":  # python -m sim.validation_runs
         print(f"## moe/{run} ({device})\n")
         tables = [("Grouped and one-expert GEMMs", moe_gemm_comparisons(run)),
                   ("Mixtral steps, eager", moe_step_comparisons(run)),
-                  ("Expert GEMMs of profiled steps", moe_expert_comparisons(run))]
-        if has_moe_csv("moe_gemm_routed.csv", run):
-            tables.append(("Grouped GEMMs over routed and even groups", moe_routed_comparisons(run)))
-        if has_moe_csv("moe_step_compiled.csv", run):
-            tables += [("Mixtral steps, compiled", moe_step_comparisons(run, ops="compiled")),
-                       ("Expert GEMMs of profiled compiled steps", moe_expert_comparisons(run, ops="compiled"))]
+                  ("Expert GEMMs of profiled steps", moe_expert_comparisons(run)),
+                  ("Grouped GEMMs over routed and even groups", moe_routed_comparisons(run)),
+                  ("Mixtral steps, compiled", moe_step_comparisons(run, ops="compiled")),
+                  ("Expert GEMMs of profiled compiled steps", moe_expert_comparisons(run, ops="compiled"))]
         for title, rows in tables:
             print(_table(title, rows))
             print("\n", stats(rows), "\n")

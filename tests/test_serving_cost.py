@@ -210,3 +210,43 @@ def test_reading_a_shared_prefix_once_per_group_is_cheaper_than_once_per_sequenc
     suffixes = cost.iteration(n, n, decode_seqs=n, decode_kv_tokens=n * (suffix + 1.0), decode_longest=suffix + 1.0)
     assert total(shared) > total(suffixes)
 
+
+
+def _prefill_attention_s(cost, lengths, prefixes=None) -> float:
+    out = dict.fromkeys(BOUNDS, 0.0)
+    prefixes = prefixes or [0] * len(lengths)
+    cost.chunks_attention(np.array(lengths, dtype=float), np.array(prefixes, dtype=float), out)
+    return total(out)
+
+
+@pytest.mark.parametrize(("lengths", "prefixes"), [([512], [0]), ([3, 3, 3], [100, 100, 100]), ([4000] * 4, [7] * 4)])
+def test_chunks_known_one_by_one_cost_what_the_step_model_says_for_equal_ones(lengths, prefixes):
+    cost = setting("H100-SXM", "mistral-7b", 1, Precision())[2]
+    ref = step_cost(cost.model, cost.device, steps.prefill(len(lengths), lengths[0], prefixes[0]))
+    attention = sum(float(o.total_s) for o in ref.ops if o.op.kind == "attention")
+    assert _prefill_attention_s(cost, lengths, prefixes) == pytest.approx(attention, rel=REL)
+
+
+@settings(max_examples=40, deadline=None)
+@given(lengths=st.lists(st.integers(1, 8192), min_size=1, max_size=6), extra=st.integers(1, 4096))
+def test_adding_a_prefill_chunk_never_makes_the_iterations_attention_cheaper(lengths, extra):
+    """FlashAttention-2 over a batch of unequal prompts (sim.attention.fa2_grid charges the batch its pairs and
+    its longest sequence's last CTA, not its mean's): one more chunk never lowers the time."""
+    cost = setting("H100-SXM", "mistral-7b", 1, Precision())[2]
+    assert _prefill_attention_s(cost, lengths + [extra]) >= _prefill_attention_s(cost, lengths) * (1 - 1e-9)
+
+
+def test_a_long_prompt_with_short_ones_costs_at_least_the_long_one_alone():
+    cost = setting("H100-SXM", "mistral-7b", 1, Precision())[2]
+    alone = _prefill_attention_s(cost, [4000])
+    for short in ([50, 50], [1, 1, 1], [16]):
+        assert alone <= _prefill_attention_s(cost, [4000] + short) <= 1.15 * alone
+
+
+def test_flash_has_no_time_for_no_work():
+    import hwmodels as hw
+    from sim.attention import flash_constants, flash_one
+
+    h100 = hw.get_device("H100-SXM")
+    constants, _ = flash_constants(128, "bf16", h100, hw.calibration(h100))
+    assert flash_one(0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, True, 32.0, constants)[:2] == (0.0, 0.0)

@@ -268,7 +268,7 @@ def test_fa2s_causal_grid_loses_to_its_tail_and_less_so_as_the_batch_grows(devic
     assert causal == sorted(causal) and causal[0] < 0.75 < causal[-1] < 1.0
     full = steps.prefill(1, 2048)
     full = steps.Step(full.kind, full.seqs, full.new_tokens, full.kv_read_tokens, np.float64(2048 * 2048),
-                      full.logit_rows, full.max_kv_tokens)
+                      full.logit_rows, full.max_kv_tokens, causal=False)
     assert float(fa2_grid(full, 32, 128, d)[0]) > causal[0]
     # 8 CTAs of 2, 4, ..., 16 key tiles (64 keys each), all resident at once: the largest sets the time
     one_head = float(fa2_grid(steps.prefill(1, 1024), 1, 128, d)[0])

@@ -171,9 +171,6 @@ def moe_gemms(run):
 
 def test_the_moe_runs_are_of_both_hopper_cards():
     assert sorted(vr.MOE_RUNS.values()) == ["H100-SXM", "H200"]
-    for run, device in vr.MOE_RUNS.items():
-        env = json.loads((vr.MOE / run / "environment.json").read_text())
-        assert env["device_name"] == CARD[device]
 
 
 @MOE_RUNS

@@ -351,7 +351,8 @@ def measure_attention_prefill(out: Path, env: Env, deadline: float):
     t.close()
 
 
-#: (batch, heads, seqlen) of a Llama-shaped prefill's attention (32 heads of 128), as the steps run it
+#: (batch, heads, seqlen) of a Llama-shaped prefill's attention (32 heads of 128) as the steps run it, and the
+#: FlashAttention-2 paper's 8 x 16 heads at 2048 tokens
 PREFILL_GRIDS = ((1, 32, 512), (1, 32, 2048), (2, 32, 2048), (4, 32, 2048), (16, 32, 2048), (8, 16, 2048),
                  (1, 32, 4096), (1, 32, 8192), (1, 32, 16384))
 
@@ -803,8 +804,9 @@ def measure_moe_gemm_routed(out: Path, env: Env, deadline: float, experts: int =
 
 
 def measure_moe_steps(out: Path, env: Env, deadline: float, models_dir: Path, compiled=False):
-    """Whole decode and prefill steps of a mixture-of-experts model (:class:`Mixtral`), graph-replayed;
-    ``compiled``: each layer through ``torch.compile`` (``moe_step_compiled.csv``)."""
+    """Whole decode and prefill steps of a mixture-of-experts model (:class:`Mixtral`), graph-replayed, after the
+    grouped-GEMM sweep (:func:`measure_moe_gemm`, under the same deadline); ``compiled``: each layer through
+    ``torch.compile`` (``moe_step_compiled.csv``), without the sweep."""
     suffix = "_compiled" if compiled else ""
     if compiled:
         torch._dynamo.config.cache_size_limit = 256

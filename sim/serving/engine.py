@@ -461,13 +461,9 @@ class Replica:
             seqs, kv, longest, groups = self._decode_args(d)
             args.update(decode_seqs=seqs, decode_kv_tokens=kv, decode_longest=longest, shared_groups=groups)
         if chunks:
-            tokens = pairs = kv = 0.0
-            for r, t in chunks:
-                p = float(s.ctx[r])
-                tokens += t
-                pairs += t * p + t * (t + 1) / 2  # causal over the chunk, full over what is cached
-                kv += t + p
-            args.update(prefill_seqs=len(chunks), prefill_tokens=tokens, prefill_pairs=pairs, prefill_kv_tokens=kv)
+            tokens = np.array([t for _, t in chunks], dtype=float)
+            cached = np.array([s.ctx[r] for r, _ in chunks], dtype=float)  # each chunk causal over itself, after these
+            args.update(prefill_seqs=len(chunks), prefill_chunks=(tokens, cached))
         new = d.size + sum(c[1] for c in chunks)
         return cost.iteration(new, d.size + len(chunks), **args)
 

@@ -44,7 +44,7 @@ from numba import njit
 
 import hwmodels as hw
 from hwmodels.errors import InvalidValueError
-from sim.attention import flash_constants, flash_one
+from sim.attention import flash_chunks, flash_constants, flash_one
 from sim.cost import split_by_bound, time_op
 from sim.graph import LOGIT_OPS, Sharding, step_graph
 from sim.model import ModelConfig
@@ -71,15 +71,17 @@ def _step(seqs, new_tokens, kv_read_tokens, attention_pairs, max_kv_tokens) -> S
 _NO_ROWS = np.zeros((1, 5))
 
 
-@njit(cache=True)
-def _run_lines(steps, seqs, kv_tokens, longest, key_block, rows, chunk, cached, prefill):  # pragma: no cover - compiled
+# Not cached on disk: it calls sim.attention.flash_one, and numba's cache would keep a stale copy of that
+# function across an edit of its file.
+@njit
+def _run_lines(steps, seqs, kv_tokens, longest, key_block, rows, chunk, cached, prefill, constants):  # pragma: no cover
     """Per-iteration attention seconds of a run (see :meth:`IterationCost.run`), by bound.
 
     Iteration ``j``: the decodes read ``kv_tokens + j*seqs`` tokens, the longest ``longest + j``
     (its key-block count picks the split-KV row), each line ``max(c0 + c1*pairs, m0 + m1*kv) +
     overhead``; the chunk attends causally over itself and ``cached + j*chunk`` earlier tokens,
     timed by :func:`sim.attention.flash_one` with ``prefill`` = (FLOPs per pair, bytes per new token,
-    bytes per KV token, heads, layers, launch seconds, the seven flash constants).
+    bytes per KV token, heads, layers, launch seconds) and the kernel's ``constants``.
     """
     compute = np.zeros(steps)
     memory = np.zeros(steps)
@@ -98,8 +100,7 @@ def _run_lines(steps, seqs, kv_tokens, longest, key_block, rows, chunk, cached, 
             before = cached + j * chunk
             pairs = chunk * before + chunk * (chunk + 1) / 2
             c, m, _ = flash_one(prefill[0] * pairs, prefill[1] * chunk + prefill[2] * (before + chunk), 1.0, chunk,
-                                before + chunk, pairs, prefill[3], prefill[6], prefill[7], prefill[8], prefill[9],
-                                prefill[10], prefill[11], prefill[12])
+                                before + chunk, pairs, before + chunk, True, prefill[3], constants)
             if c >= m:
                 compute[j] += prefill[4] * c
             else:
@@ -233,7 +234,7 @@ class IterationCost:
         return self._decode_rows(seqs, blocks, queries)[blocks - 1].tolist()
 
     @cached_property
-    def _prefill_constants(self) -> np.ndarray:
+    def _prefill_constants(self) -> tuple[np.ndarray, tuple]:
         """What :func:`sim.attention.flash_one` needs for this replica's prefill attention: FLOPs per pair, bytes
         per new token and per KV token read (off the step graph's attention op, which is linear in them), heads,
         layers, launch seconds and the kernel's constants."""
@@ -246,7 +247,7 @@ class IterationCost:
         if not math.isclose(float(a.flops), per_pair) or not math.isclose(float(a.bytes), per_row + per_kv):
             raise AssertionError("the attention op is no longer linear in the step's aggregates without intercept")
         constants, _ = flash_constants(self.model.head_dim, a.dtype, self.device, self.cal)
-        return np.array([per_pair, per_row, per_kv, self.heads, self.model.num_layers, self.launch_s, *constants])
+        return np.array([per_pair, per_row, per_kv, self.heads, self.model.num_layers, self.launch_s]), constants
 
     @staticmethod
     def _apply(line, pairs: float, kv: float, out: dict) -> None:
@@ -261,17 +262,35 @@ class IterationCost:
         self._apply(self._decode_line(seqs, blocks), kv_tokens, kv_tokens, out)
 
     def prefill_attention(self, seqs: int, new_tokens: float, pairs: float, kv_tokens: float, out: dict) -> None:
-        """FlashAttention-2 over ``seqs`` prefill chunks of ``new_tokens`` rows in all (the step model's own)."""
-        k = self._prefill_constants
+        """FlashAttention-2 over ``seqs`` equal prefill chunks of ``new_tokens`` rows in all, as the step model's
+        own :func:`sim.attention.flash_one`."""
+        k, constants = self._prefill_constants
         compute, memory, _ = flash_one(k[0] * pairs, k[1] * new_tokens + k[2] * kv_tokens, float(seqs),
-                                       float(new_tokens), float(kv_tokens), float(pairs), *k[3:4], *k[6:])
+                                       float(new_tokens), float(kv_tokens), float(pairs), float(kv_tokens / seqs),
+                                       True, k[3], constants)
+        self._add_layers(compute, memory, out)
+
+    def chunks_attention(self, tokens: np.ndarray, prefixes: np.ndarray, out: dict) -> None:
+        """FlashAttention-2 over prefill chunks known one by one (``tokens[j]`` over ``prefixes[j]`` cached
+        tokens): :func:`sim.attention.flash_chunks`, each chunk's tiles and CTAs counted on their own."""
+        k, constants = self._prefill_constants
+        compute, memory = flash_chunks(tokens, prefixes, k[3], k[0], k[1], k[2], constants)
+        self._add_layers(compute, memory, out)
+
+    def _add_layers(self, compute: float, memory: float, out: dict) -> None:
+        k, _ = self._prefill_constants
         out["compute" if compute >= memory else "memory"] += k[4] * max(compute, memory)
         out["overhead"] += k[4] * k[5]
 
     def iteration(self, new_tokens: float, logit_rows: float, decode_seqs: int = 0, decode_kv_tokens: float = 0.0,
                   decode_longest: float = 0.0, prefill_seqs: int = 0, prefill_tokens: float = 0.0,
-                  prefill_pairs: float = 0.0, prefill_kv_tokens: float = 0.0, shared_groups=()) -> dict[str, float]:
+                  prefill_pairs: float = 0.0, prefill_kv_tokens: float = 0.0, shared_groups=(),
+                  prefill_chunks=None) -> dict[str, float]:
         """Seconds of one iteration split by bound (``compute``, ``memory``, ``overhead``, ``communication``).
+
+        ``prefill_chunks``: ``(tokens, cached)`` arrays, each prefill chunk's new tokens and the tokens cached
+        before it; given, the prefill attention counts each chunk's tiles (:meth:`chunks_attention`), else it
+        takes ``prefill_seqs`` equal chunks of the aggregates (:meth:`prefill_attention`).
 
         ``shared_groups``: ``(queries, prefix_tokens)`` per group whose shared
         prefix is attended once for all its queries (Hydragen's inter-sequence
@@ -282,7 +301,10 @@ class IterationCost:
         if decode_seqs:
             self.decode_attention(decode_seqs, decode_kv_tokens, decode_longest, out)
         if prefill_seqs:
-            self.prefill_attention(prefill_seqs, prefill_tokens, prefill_pairs, prefill_kv_tokens, out)
+            if prefill_chunks is not None:
+                self.chunks_attention(*prefill_chunks, out)
+            else:
+                self.prefill_attention(prefill_seqs, prefill_tokens, prefill_pairs, prefill_kv_tokens, out)
         for queries, prefix in shared_groups:
             # all the group's queries against the prefix's keys, read once: split-KV fills the SMs
             # when the group's query tiles alone would not (FlashDecoding's split, as Hydragen's prefix pass)
@@ -306,7 +328,7 @@ class IterationCost:
             rows = _NO_ROWS
         compute_s, memory_s, overhead_s = _run_lines(steps, seqs, float(kv_tokens), float(longest), self.key_block, rows,
                                                      float(c), float(chunk[1]) if chunk else 0.0,
-                                                     self._prefill_constants)
+                                                     *self._prefill_constants)
         return Run(const, compute_s, memory_s, overhead_s)
 
     def kv_bytes_per_token(self) -> float:

@@ -314,7 +314,8 @@ class EncoderDecoder(Technique):
             b = s.batch
             causal = steps.prefill(b, n)
             both_ways = steps.Step("prefill", causal.seqs, causal.new_tokens, causal.kv_read_tokens, np.float64(b * n * n),
-                                   causal.logit_rows, causal.max_kv_tokens, f"encoder over {n} tokens, both ways")
+                                   causal.logit_rows, causal.max_kv_tokens, f"encoder over {n} tokens, both ways",
+                                   causal=False)
             enc_layer, _ = step_cost(m, s.gpu, both_ways, s.precision, s.tp).layer_and_once_s()
             dec_layer, _ = step_cost(m, s.gpu, causal, s.precision, s.tp).layer_and_once_s()
             layer1, once1 = _layer_times(s, b, n)
