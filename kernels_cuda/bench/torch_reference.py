@@ -337,16 +337,8 @@ def measure_attention_prefill(out: Path, env: Env, deadline: float):
                 for backend in BACKENDS:
                     if time.time() > deadline:
                         break
-                    fn = _sdpa(backend, q, k, v, is_causal=causal)
-                    try:
-                        err = _check_attention(fn, q, k, v, causal=causal)
-                        r = bench(fn)
-                    except Exception as exc:  # noqa: BLE001
-                        print(f"prefill {backend} L={seqlen} d={head_dim}: {exc}", file=sys.stderr)
-                        continue
-                    t.add(backend=backend, batch=batch, heads=heads, seqlen=seqlen, head_dim=head_dim,
-                          causal=int(causal), dtype="bf16", flops=flops, flops_per_s=flops / r["time_s"],
-                          rel_error=err, **r)
+                    _time_prefill(t, backend, q, k, v, causal, flops, batch=batch, heads=heads, seqlen=seqlen,
+                                  head_dim=head_dim)
             del q, k, v
     t.close()
 
@@ -372,17 +364,22 @@ def measure_attention_prefill_grid(out: Path, env: Env, deadline: float):
                 for layout, q in (("bhsd", q_bhsd), ("bshd", q_bshd)):
                     if time.time() > deadline or (layout == "bshd" and backend != "flash"):
                         continue
-                    fn = _sdpa(backend, q, k, v, is_causal=causal)
-                    try:
-                        err = _check_attention(fn, q, k, v, causal=causal)
-                        r = bench(fn)
-                    except Exception as exc:  # noqa: BLE001
-                        print(f"prefill grid {backend} {batch}x{heads}x{seqlen}: {exc}", file=sys.stderr)
-                        continue
-                    t.add(backend=backend, q_layout=layout, batch=batch, heads=heads, seqlen=seqlen,
-                          head_dim=head_dim, causal=int(causal), dtype="bf16", flops=flops,
-                          flops_per_s=flops / r["time_s"], rel_error=err, **r)
+                    _time_prefill(t, backend, q, k, v, causal, flops, q_layout=layout, batch=batch, heads=heads,
+                                  seqlen=seqlen, head_dim=head_dim)
     t.close()
+
+
+def _time_prefill(table: Table, backend: str, q, k, v, causal: bool, flops: int, **row) -> None:
+    """One SDPA forward: checked against float64, timed, and written as a row (a failure is reported, not fatal)."""
+    fn = _sdpa(backend, q, k, v, is_causal=causal)
+    try:
+        err = _check_attention(fn, q, k, v, causal=causal)
+        r = bench(fn)
+    except Exception as exc:  # noqa: BLE001 - an unsupported shape or backend: record and go on
+        print(f"prefill {backend} {row}: {exc}", file=sys.stderr)
+        return
+    table.add(backend=backend, **row, causal=int(causal), dtype="bf16", flops=flops,
+              flops_per_s=flops / r["time_s"], rel_error=err, **r)
 
 
 def measure_attention_decode(out: Path, env: Env, deadline: float):
