@@ -137,28 +137,43 @@ def fa2_grid(step, heads: int, head_dim: int, device: Device) -> tuple[np.ndarra
     seqs, new, kv, pairs, longest = np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (
         step.seqs, step.new_tokens, step.kv_read_tokens, step.attention_pairs, step.max_kv_tokens)))
     efficiency, padding = _fa2_grid(seqs.ravel(), new.ravel(), kv.ravel(), pairs.ravel(), longest.ravel(),
-                                    bool(step.causal), float(heads), *_fa2_shape(head_dim, device))
+                                    bool(step.causal), float(heads), *_fa2_shape(head_dim, device, bool(step.causal)))
     return efficiency.reshape(seqs.shape), padding.reshape(seqs.shape)
 
 
-def _fa2_shape(head_dim: int, device: Device) -> tuple[float, float, float, float]:
-    """FlashAttention-2's key block, query block, resident CTAs per SM (its occupancy; one where its tile does
-    not fit the SM's shared memory, a device FA2 was not written for) and the SMs."""
+def fa2_tile(head_dim: int, device: Device, causal: bool = True) -> tuple[int, int]:
+    """FlashAttention-2's forward tile ``(kBlockM, kBlockN)`` as ``run_mha_fwd_hdim*`` in
+    ``flash_fwd_launch_template.h`` picks it: on sm86/sm89 (``is_sm8x``) at head dims 96 and 128, 64 x 64 when
+    causal ("64 x 64 is the fastest for causal (because it's square)") and 128 x 32 without the mask at 128
+    ("128 x 32 (48 KB smem) is the fastest for non-causal since we get 2 CTAs per SM"), 128 x 64 at 96;
+    elsewhere 128 rows and the kernel simulator's ``block_n``."""
+    from sim.kernel.schedules import flash as schedule
+
+    major, _, minor = device.compute_capability.partition(".")
+    if major == "8" and minor not in ("", "0") and 64 < head_dim <= 128:
+        return (64, 64) if causal else ((128, 32) if head_dim > 96 else (128, 64))
+    return QUERY_BLOCK, schedule.block_n(head_dim)
+
+
+def _fa2_shape(head_dim: int, device: Device, causal: bool = True) -> tuple[float, float, float, float]:
+    """FlashAttention-2's key block, query block (:func:`fa2_tile`), resident CTAs per SM (its occupancy; one
+    where its tile does not fit the SM's shared memory, a device FA2 was not written for) and the SMs."""
     from sim.kernel.occupancy import occupancy
     from sim.kernel.schedules import flash as schedule
 
-    bn = schedule.block_n(head_dim)
+    bm, bn = fa2_tile(head_dim, device, causal)
     try:
-        per_sm = occupancy(device, schedule.THREADS, schedule.REGS, (QUERY_BLOCK + 2 * bn) * head_dim * 2).ctas_per_sm
+        per_sm = occupancy(device, schedule.THREADS, schedule.REGS, (bm + 2 * bn) * head_dim * 2).ctas_per_sm
     except InvalidValueError:
         per_sm = 1
-    return float(bn), float(QUERY_BLOCK), float(per_sm), float(device.sm_count)
+    return float(bn), float(bm), float(per_sm), float(device.sm_count)
 
 
-def flash_constants(head_dim: int, dtype: str, device: Device, cal: Calibration) -> tuple[tuple[float, ...], str]:
+def flash_constants(head_dim: int, dtype: str, device: Device, cal: Calibration,
+                    causal: bool = True) -> tuple[tuple[float, ...], str]:
     """The constants of :func:`flash` on a device: ``(key block, query block, CTAs per SM, SMs, matmul FLOP/s,
     softmax seconds per score, read bytes/s)``, and the softmax note."""
-    shape = _fa2_shape(head_dim, device)
+    shape = _fa2_shape(head_dim, device, causal)
     per_score_s, note = _softmax_s_per_score(head_dim, int(shape[0]), device)
     flops_per_s, bytes_per_s = _rates(dtype, device, cal)
     return (*shape, flops_per_s, per_score_s, bytes_per_s), note
@@ -261,7 +276,7 @@ def flash(op, step, heads: int, kv_heads: int, head_dim: int, device: Device, ca
     arrays = np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (
         op.flops, op.bytes, step.seqs, step.new_tokens, step.kv_read_tokens, step.attention_pairs,
         step.max_kv_tokens)))
-    constants, softmax = flash_constants(head_dim, op.dtype, device, cal)
+    constants, softmax = flash_constants(head_dim, op.dtype, device, cal, bool(step.causal))
     compute_s, memory_s, efficiency = (x.reshape(arrays[0].shape) for x in _flash_many(
         *(a.ravel() for a in arrays), bool(step.causal), float(heads), constants))
     return AttentionTime(
@@ -270,7 +285,7 @@ def flash(op, step, heads: int, kv_heads: int, head_dim: int, device: Device, ca
         kernels=np.ones_like(efficiency),
         sm_fraction=efficiency,
         extra_bytes=np.zeros_like(efficiency),
-        note=f"FlashAttention-2 grid: seqs x {heads} heads x query blocks of {QUERY_BLOCK}, list-scheduled, "
+        note=f"FlashAttention-2 grid: seqs x {heads} heads x query blocks of {int(constants[1])}, list-scheduled, "
              "whole tiles on the causal diagonal, mma.sync" + softmax,
     )
 

@@ -227,11 +227,12 @@ def test_chunks_known_one_by_one_cost_what_the_step_model_says_for_equal_ones(le
     assert _prefill_attention_s(cost, lengths, prefixes) == pytest.approx(attention, rel=REL)
 
 
-@settings(max_examples=40, deadline=None)
-@given(lengths=st.lists(st.integers(1, 8192), min_size=1, max_size=6), extra=st.integers(1, 4096))
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(lengths=st.lists(st.integers(512, 8192), min_size=1, max_size=6), extra=st.integers(1, 4096))
 def test_adding_a_prefill_chunk_never_makes_the_iterations_attention_cheaper(lengths, extra):
-    """FlashAttention-2 over a batch of unequal prompts (sim.attention.fa2_grid charges the batch its pairs and
-    its longest sequence's last CTA, not its mean's): one more chunk never lowers the time."""
+    """FlashAttention-2 over a batch of unequal prompts (each chunk's tiles and CTAs counted, the batch's
+    longest CTA last): one more chunk never lowers the time. (Not for a batch of a few short chunks, whose
+    memory-bound attention reads at the share of SMs its grid covers: a tiny extra chunk adds SMs.)"""
     cost = setting("H100-SXM", "mistral-7b", 1, Precision())[2]
     assert _prefill_attention_s(cost, lengths + [extra]) >= _prefill_attention_s(cost, lengths) * (1 - 1e-9)
 
