@@ -6,7 +6,8 @@ a kernel whose CTAs cover only a fraction ``u`` of the SMs gets that fraction
 of the device's throughput (one CTA per SM at a time, the others idle).
 
 - ``flash``: FlashAttention-2 (Dao, arXiv:2307.08691): one CTA per (sequence,
-  query head, 128-row query block); K and V streamed through shared memory.
+  query head, query block of 128 rows, or 64 on sm86/sm89 when causal:
+  :func:`fa2_tile`); K and V streamed through shared memory.
   The grid is list-scheduled in launch order (:func:`fa2_grid`): a causal
   prefill's query blocks grow down the triangle, its diagonal tiles are
   computed whole, and its last, largest CTAs run after the rest; for decode
