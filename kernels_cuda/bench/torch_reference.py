@@ -714,12 +714,7 @@ def _step_case(t, kt, cfg, name, layers, kind, batch, length, compiled=False, pr
     def fn():
         return model.step(tokens, start, layer)
 
-    t0 = time.time()
-    fn()  # compiles, when compiled
-    torch.cuda.synchronize()
-    compile_s = time.time() - t0
-    g = _graph(fn)
-    r = bench(g.replay, target_s=0.1, min_reps=5, max_reps=50)
+    compile_s, r = _time_step(fn)
     t.add(model=name, layers=layers, kind=kind, batch=batch, context=ctx, new_tokens=new,
           weight_dtype="bf16", kv_dtype="bf16", attention="flash",
           ops="torch.compile per layer (Inductor)" if compiled else "eager", first_call_s=compile_s, **r)
@@ -836,18 +831,22 @@ def _moe_case(t, kt, cfg, name, layers, kind, batch, length, compiled=False):
     def fn():
         return model.step(tokens, start, layer=layer).argmax(-1)
 
-    t0 = time.time()
-    fn()  # compiles, when compiled
-    torch.cuda.synchronize()
-    compile_s = time.time() - t0
-    g = _graph(fn)
-    r = bench(g.replay, target_s=0.1, min_reps=5, max_reps=50)
+    compile_s, r = _time_step(fn)
     t.add(model=name, layers=layers, kind=kind, batch=batch, context=length if decode else 0, new_tokens=new,
           weight_dtype="bf16", kv_dtype="bf16", attention="flash", experts="torch._grouped_mm",
           experts_total=model.experts, experts_per_token=model.k, rel_error=rel_error,
           ops="torch.compile per layer (Inductor)" if compiled else "eager", first_call_s=compile_s, **routing, **r)
     if (name, kind, batch, length) in MOE_PROFILE:
         _profile(kt, fn, name, layers, kind, batch, length)
+
+
+def _time_step(fn) -> tuple[float, dict]:
+    """A whole step: its first call's seconds (the compile, when compiled), then its CUDA-graph replays timed."""
+    t0 = time.time()
+    fn()
+    torch.cuda.synchronize()
+    compile_s = time.time() - t0
+    return compile_s, bench(_graph(fn).replay, target_s=0.1, min_reps=5, max_reps=50)
 
 
 def _profile(table: Table, fn, name, layers, kind, batch, length):
